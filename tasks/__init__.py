@@ -1,1 +1,13 @@
+"""The steps of a rotation, as Prefect tasks. Each one looks at IAM and Vault first and does nothing already done.
 
+Every task here runs with caching and result persistence off: a step's inputs and outputs hold gateways and
+key ids, and the one value that must never reach Prefect's storage, the secret, never leaves Vault and memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.cache_policies import NO_CACHE
+
+STEP: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}

@@ -1,0 +1,106 @@
+"""``rotate-access-key``: rotate one IAM user's access key without breaking the applications that use it.
+
+The procedure a careful person follows, each step safe to run again after a crash at any moment:
+create a new key, verify it, publish it to Vault, wait until the old key has gone quiet, deactivate the old
+key, and delete it when the grace period ends (a later flow run, so nothing waits through the grace period).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger
+from pydantic import ValidationError
+
+from keyrotor.errors import ConfigurationError
+from keyrotor.logic import Quiet
+from keyrotor.model import Phase, RotationState, utcnow
+from keyrotor.settings import Settings, Timings
+from keyrotor.tasks.keys import (
+    check_old_key,
+    create_new_key,
+    deactivate_old_key,
+    delete_old_key,
+    stop_waiting,
+    verify_new_key,
+)
+from keyrotor.tasks.lease import rotation_lease
+from keyrotor.tasks.preflight import preflight, start_rotation
+from keyrotor.tasks.schedule import schedule_deletion
+from keyrotor.tasks.vault import publish_new_key
+from keyrotor.context import RotationContext
+
+
+@flow(name="rotate-access-key", persist_result=False, validate_parameters=True)
+def rotate_access_key(
+    user_name: str,
+    quiet_period: str | None = None,
+    poll_interval: str | None = None,
+    max_wait: str | None = None,
+    grace_period: str | None = None,
+) -> dict[str, Any]:
+    """Rotate ``user_name``'s access key, or continue the rotation in progress.
+
+    Args:
+        user_name: The IAM user.
+        quiet_period: How long the old key must go unused after the publish (e.g. "1d"); default from settings.
+        poll_interval: How often to check the old key's last use while waiting (e.g. "15m").
+        max_wait: Stop waiting after this long, leaving both keys active (e.g. "7d").
+        grace_period: Keep the deactivated old key this long before deleting it (e.g. "7d"; "0s" deletes at once).
+    """
+    settings = Settings()
+    timings = resolve_timings(settings, quiet_period, poll_interval, max_wait, grace_period)
+    overridden = any(value is not None for value in (quiet_period, poll_interval, max_wait, grace_period))
+    ctx = preflight(user_name, settings)
+    with rotation_lease(ctx) as ctx:
+        state = start_rotation(ctx, timings, overridden)
+        state = create_new_key(ctx, state)
+        state = verify_new_key(ctx, state)
+        state = publish_new_key(ctx, state)
+        state = wait_until_old_key_is_quiet(ctx, state)
+        state = deactivate_old_key(ctx, state)
+        if state.delete_after is not None and state.delete_after <= utcnow():
+            state = delete_old_key(ctx, state)
+        else:
+            state = schedule_deletion(ctx, state)
+    get_run_logger().info("Rotation %s of %r: %s", state.rotation_id, user_name, state.phase.value)
+    return summarize(state)
+
+
+def wait_until_old_key_is_quiet(ctx: RotationContext, state: RotationState) -> RotationState:
+    """Poll the old key's last use until it has been quiet for the quiet period, or stop at the deadline."""
+    if state.phase is not Phase.PUBLISHED or state.old_key_id is None:
+        return state
+    while True:
+        check = check_old_key(ctx, state)
+        if check.decision.outcome is Quiet.QUIET:
+            return state
+        if check.decision.outcome is Quiet.DEADLINE:
+            stop_waiting(ctx, state, check)
+        assert check.decision.next_check_at is not None
+        time.sleep(max(0.0, (check.decision.next_check_at - utcnow()).total_seconds()))
+
+
+def resolve_timings(settings: Settings, *durations: str | None) -> Timings:
+    """The settings' timings with this run's explicit durations applied; bad input is a ConfigurationError."""
+    names = ("quiet_period", "poll_interval", "max_wait", "grace_period")
+    try:
+        return settings.timings.with_overrides(**dict(zip(names, durations)))
+    except (ValidationError, ValueError) as error:
+        raise ConfigurationError(_first_error(error)) from None
+
+
+def _first_error(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return f"{where.replace('_', '-')}: {first['msg']}" if where else str(first["msg"])
+    return str(error)
+
+
+def summarize(state: RotationState) -> dict[str, Any]:
+    """The rotation's outcome for people and scripts (no secrets: the state record holds none)."""
+    record = state.to_record()
+    record["version"] = state.version
+    return record

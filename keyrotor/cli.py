@@ -1,0 +1,151 @@
+"""The ``keyrotor`` command line."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from keyrotor.errors import KeyrotorError
+from keyrotor.stack.cli import stack_app
+
+app = typer.Typer(
+    name="keyrotor",
+    help=(
+        "Rotate AWS IAM access keys without breaking the applications that use them.\n\n"
+        "A rotation creates a new key, verifies it, publishes it to Vault (KV v2), waits until the old key "
+        "has gone unused, deactivates it, and deletes it after a grace period. It is a resumable Prefect flow: "
+        "run the same command again after any interruption and it continues where it stopped."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(stack_app, name="stack", help="Start, stop and inspect the local stack (moto IAM/STS, OpenBao, Prefect).")
+
+out = Console()
+err = Console(stderr=True)
+
+QUIET = "How long the old key must go unused after the new key is published, e.g. 90s, 15m, 24h, 7d. [env: KEYROTOR_QUIET_PERIOD; default 1d]"
+POLL = "How often the old key's last use is checked while waiting. [env: KEYROTOR_POLL_INTERVAL; default 15m]"
+MAX_WAIT = "Stop waiting after this long: both keys then stay active and you decide. [env: KEYROTOR_MAX_WAIT; default 7d]"
+GRACE = "Keep the deactivated old key this long before deleting it; 0s deletes at once. [env: KEYROTOR_GRACE_PERIOD; default 7d]"
+JSON = "Print one JSON object on stdout for scripts (logs still go to stderr)."
+
+
+def _fail(error: KeyrotorError, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"error": type(error).__name__, "message": str(error), "exit_code": error.exit_code}))
+    err.print(f"[bold red]error:[/] {error}", highlight=False)
+    raise typer.Exit(error.exit_code)
+
+
+@app.command()
+def rotate(
+    user: Annotated[str, typer.Argument(help="The IAM user whose access key to rotate.")],
+    quiet_period: Annotated[str | None, typer.Option(help=QUIET)] = None,
+    poll_interval: Annotated[str | None, typer.Option(help=POLL)] = None,
+    max_wait: Annotated[str | None, typer.Option(help=MAX_WAIT)] = None,
+    grace_period: Annotated[str | None, typer.Option(help=GRACE)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
+) -> None:
+    """Rotate USER's access key end to end, or continue the rotation in progress.
+
+    Exit status: 0 when the old key is deleted, or deactivated with its deletion scheduled; 2 bad input;
+    3 precondition failed (no such user, two active keys...); 4 another run holds the rotation;
+    5 the new key never verified; 6 the old key was still in use at max-wait (both keys left active);
+    7 Vault error; 8 AWS error.
+    """
+    from keyrotor.settings import Settings
+
+    try:
+        from keyrotor.flows.rotate import resolve_timings
+
+        resolve_timings(Settings(), quiet_period, poll_interval, max_wait, grace_period)
+        from keyrotor.flows.rotate import rotate_access_key
+
+        report = rotate_access_key(
+            user_name=user,
+            quiet_period=quiet_period,
+            poll_interval=poll_interval,
+            max_wait=max_wait,
+            grace_period=grace_period,
+        )
+    except KeyrotorError as error:
+        _fail(error, as_json)
+        return
+    if as_json:
+        print(json.dumps(report, default=str))
+    else:
+        _print_rotation(report)
+
+
+@app.command()
+def finish(
+    user: Annotated[str, typer.Argument(help="The IAM user whose deactivated old key is due for deletion.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
+) -> None:
+    """Delete USER's deactivated old key now that its grace period is over (what the scheduled run does)."""
+    try:
+        from keyrotor.flows.delete_old_key import delete_old_key_after_grace
+
+        report = delete_old_key_after_grace(user_name=user)
+    except KeyrotorError as error:
+        _fail(error, as_json)
+        return
+    if as_json:
+        print(json.dumps(report, default=str))
+    else:
+        _print_rotation(report)
+
+
+@app.command()
+def status(
+    user: Annotated[str, typer.Argument(help="The IAM user to look at.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
+) -> None:
+    """Show USER's keys with their last use, the key published in Vault, the rotation's phase and what happens next.
+
+    Read-only: it changes nothing in IAM or Vault.
+    """
+    from keyrotor.connect import Connections
+    from keyrotor.status import user_status
+
+    try:
+        report = user_status(Connections.from_settings(), user)
+    except KeyrotorError as error:
+        _fail(error, as_json)
+        return
+    if as_json:
+        print(json.dumps(report, default=str))
+        return
+    _print_status(report)
+
+
+def _print_rotation(report: dict[str, Any]) -> None:
+    table = Table(title=f"rotation {report['rotation_id']} of {report['user_name']}", show_header=False)
+    for field in ("phase", "old_key_id", "new_key_id", "started_at", "published_at", "deactivated_at", "delete_after",
+                  "deletion_run_id", "completed_at"):
+        if report.get(field) is not None:
+            table.add_row(field.replace("_", " "), str(report[field]))
+    out.print(table)
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    rotation = report["rotation"] or {}
+    out.print(f"[bold]{report['user']}[/] in account {report['account_id']}; Vault {report['secret_path']} "
+              f"names {report['published_key_id'] or 'no key'}")
+    keys = Table("key", "status", "created", "last used", "service", "in Vault", "rotation role")
+    for key in report["keys"]:
+        used = key["last_used"]
+        keys.add_row(key["key_id"], key["status"], key["created"], used["used_at"] or "never", used["service"] or "",
+                     "yes" if key["published_in_vault"] else "", key["role"])
+    out.print(keys)
+    if rotation:
+        out.print(f"rotation {rotation['rotation_id']}: phase [bold]{rotation['phase']}[/], started "
+                  f"{rotation['started_at']} by {rotation['started_by']}")
+    if report["lease"]:
+        out.print(f"held by {report['lease']['holder']} until {report['lease']['expires_at']}")
+    out.print(f"next: {report['next']}")

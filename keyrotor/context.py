@@ -1,0 +1,41 @@
+"""What every rotation step is handed: the user, the gateways, the settings and who is acting."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Protocol
+
+from keyrotor.aws import IamGateway
+from keyrotor.model import RotationState
+from keyrotor.records import RotationRecords
+from keyrotor.settings import Settings
+
+
+class LeaseGuard(Protocol):
+    """Anything that can tell whether this run still owns the rotation."""
+
+    def assert_held(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RotationContext:
+    """One user's rotation as seen by one run. Steps save state only through :meth:`save`."""
+
+    user_name: str
+    account_id: str
+    iam: IamGateway
+    records: RotationRecords
+    settings: Settings
+    actor: str
+    flow_run_id: str | None = None
+    lease: LeaseGuard | None = None
+
+    def save(self, state: RotationState) -> RotationState:
+        """Persist ``state`` (check-and-set), after making sure this run still holds the lease."""
+        if self.lease is not None:
+            self.lease.assert_held()
+        return self.records.save_state(state, self.actor)
+
+    def holding(self, lease: LeaseGuard | None) -> RotationContext:
+        return dataclasses.replace(self, lease=lease)

@@ -1,0 +1,59 @@
+"""One root exception; each subclass says what an operator has to do, and carries the CLI's exit code.
+
+AWS ``ClientError`` codes and hvac exceptions are translated into these once, at the boundary
+(:mod:`keyrotor.aws`, :mod:`keyrotor.vault`), so flows and tasks only ever see keyrotor errors.
+"""
+
+from __future__ import annotations
+
+
+class KeyrotorError(Exception):
+    """Root of every error keyrotor raises on purpose. Messages never contain secrets."""
+
+    exit_code = 1
+
+
+class ConfigurationError(KeyrotorError):
+    """Bad input or settings (a duration that does not parse, an impossible combination)."""
+
+    exit_code = 2
+
+
+class PreconditionFailed(KeyrotorError):
+    """The world is not in a state where the step may safely act (no such user, no free key slot...)."""
+
+    exit_code = 3
+
+
+class RotationConflict(KeyrotorError):
+    """Someone else is rotating this user, or changed the record under us (check-and-set failed)."""
+
+    exit_code = 4
+
+
+class VerificationFailed(KeyrotorError):
+    """The new key never authenticated; it has been deleted and the old key is untouched."""
+
+    exit_code = 5
+
+
+class StillInUse(KeyrotorError):
+    """The old key was still being used at the deadline: both keys stay active, an operator decides."""
+
+    exit_code = 6
+
+
+class VaultError(KeyrotorError):
+    """Vault is unreachable, sealed, refused the token, or lacks the mount."""
+
+    exit_code = 7
+
+
+class AwsError(KeyrotorError):
+    """AWS refused a call for a reason that retrying will not fix (access denied, invalid input...)."""
+
+    exit_code = 8
+
+
+class TransientError(KeyrotorError):
+    """A failure worth retrying (throttling, 5xx, connection trouble). Only raised inside retry loops."""

@@ -1,0 +1,125 @@
+"""A user's records in Vault: the secret applications read, and keyrotor's own state, lease and stash.
+
+Layout on the KV mount (paths are settings):
+    {vault_path}              aws_access_key_id, aws_secret_access_key: what applications read
+    {state_path}/state        the rotation's durable state; its version history is the audit trail
+    {state_path}/lease        who is running the rotation now, and until when
+    {state_path}/pending      the new key between its creation and its publication (destroyed after)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import SecretStr
+
+from keyrotor.model import NewCredentials, RotationState, utcnow
+from keyrotor.vault import KVRecord, VaultKV
+
+ID_FIELD = "aws_access_key_id"
+SECRET_FIELD = "aws_secret_access_key"
+STATE_HISTORY = 1000
+
+
+@dataclass(frozen=True)
+class UserPaths:
+    """Where one user's records live on the KV mount."""
+
+    secret: str
+    state: str
+    lease: str
+    pending: str
+
+    @classmethod
+    def build(cls, vault_path: str, state_path: str, account_id: str, user_name: str) -> UserPaths:
+        fields = {"account_id": account_id, "user_name": user_name}
+        folder = state_path.format(**fields).rstrip("/")
+        return cls(
+            secret=vault_path.format(**fields),
+            state=f"{folder}/state",
+            lease=f"{folder}/lease",
+            pending=f"{folder}/pending",
+        )
+
+
+@dataclass(frozen=True)
+class Published:
+    """Which key the secret path names, without its secret."""
+
+    key_id: str | None
+    version: int
+    created_time: str
+
+
+class RotationRecords:
+    """Reads and writes one user's records. Secrets only ever pass through, never returned in plain form."""
+
+    def __init__(self, kv: VaultKV, paths: UserPaths) -> None:
+        self.kv = kv
+        self.paths = paths
+
+    # --- the secret applications read ---------------------------------------------------------------
+    def published(self) -> Published | None:
+        record = self.kv.read(self.paths.secret)
+        if record is None:
+            return None
+        return Published(record.data.get(ID_FIELD), record.version, record.created_time)
+
+    def published_credentials(self, version: int | None = None) -> NewCredentials | None:
+        return _credentials(self.kv.read(self.paths.secret, version))
+
+    def publish(self, credentials: NewCredentials, cas: int) -> Published:
+        record = self.kv.write(self.paths.secret, _fields(credentials), cas=cas)
+        return Published(credentials.key_id, record.version, record.created_time)
+
+    # --- the new key before it is published ---------------------------------------------------------
+    def stash(self, credentials: NewCredentials) -> None:
+        self.kv.write(self.paths.pending, _fields(credentials), cas=None)
+
+    def stashed(self) -> NewCredentials | None:
+        return _credentials(self.kv.read(self.paths.pending))
+
+    def discard_stash(self) -> None:
+        self.kv.destroy(self.paths.pending)
+
+    # --- durable state ------------------------------------------------------------------------------
+    def load_state(self) -> RotationState | None:
+        record = self.kv.read(self.paths.state)
+        return RotationState.from_record(record.data, record.version) if record else None
+
+    def save_state(self, state: RotationState, updated_by: str) -> RotationState:
+        """Write ``state`` as the next version, failing with RotationConflict if anyone wrote in between."""
+        stamped = state.evolve(updated_at=utcnow(), updated_by=updated_by)
+        if state.version == 0 and self.kv.current_version(self.paths.state) == 0:
+            self.kv.keep_versions(self.paths.state, STATE_HISTORY)
+        cas = state.version if state.version else self.kv.current_version(self.paths.state)
+        record = self.kv.write(self.paths.state, stamped.to_record(), cas=cas)
+        return stamped.evolve(version=record.version)
+
+    def state_history(self, limit: int = 50) -> list[RotationState]:
+        """The newest ``limit`` recorded versions of the state, newest first."""
+        current = self.kv.current_version(self.paths.state)
+        history = []
+        for version in range(current, max(0, current - limit), -1):
+            record = self.kv.read(self.paths.state, version)
+            if record is not None:
+                history.append(RotationState.from_record(record.data, record.version))
+        return history
+
+    # --- lease --------------------------------------------------------------------------------------
+    def read_lease(self) -> KVRecord | None:
+        return self.kv.read(self.paths.lease)
+
+    def write_lease(self, data: dict[str, Any], cas: int) -> KVRecord:
+        return self.kv.write(self.paths.lease, data, cas=cas)
+
+
+def _fields(credentials: NewCredentials) -> dict[str, str]:
+    return {ID_FIELD: credentials.key_id, SECRET_FIELD: credentials.secret.get_secret_value()}
+
+
+def _credentials(record: KVRecord | None) -> NewCredentials | None:
+    if record is None or ID_FIELD not in record.data or SECRET_FIELD not in record.data:
+        return None
+    return NewCredentials(record.data[ID_FIELD], SecretStr(record.data[SECRET_FIELD]))

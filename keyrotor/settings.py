@@ -1,0 +1,129 @@
+"""keyrotor's settings: one pydantic-settings class, read from ``KEYROTOR_*`` and the standard Vault variables.
+
+AWS is configured the standard way (``AWS_PROFILE``, ``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``...),
+which boto3 reads itself.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, BaseModel, BeforeValidator, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from keyrotor.durations import format_duration, parse_duration
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class Timings(BaseModel, frozen=True):
+    """How long a rotation waits at each stage. Recorded in the rotation's state when it starts."""
+
+    quiet_period: Duration = Field(
+        default=timedelta(days=1),
+        description="How long the old key must go unused after the new key is published before it is deactivated.",
+    )
+    poll_interval: Duration = Field(
+        default=timedelta(minutes=15), description="How often the old key's last-used date is checked while waiting."
+    )
+    max_wait: Duration = Field(
+        default=timedelta(days=7),
+        description="Give up waiting after this long (counted from the publish); both keys then stay active.",
+    )
+    grace_period: Duration = Field(
+        default=timedelta(days=7), description="How long the deactivated old key is kept before it is deleted."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Timings:
+        if self.poll_interval <= timedelta(0):
+            raise ValueError("poll-interval must be greater than zero")
+        if self.max_wait < self.quiet_period:
+            raise ValueError(
+                f"max-wait ({format_duration(self.max_wait)}) is shorter than the quiet period "
+                f"({format_duration(self.quiet_period)}): the old key could never be seen quiet"
+            )
+        return self
+
+    def with_overrides(self, **overrides: str | timedelta | None) -> Timings:
+        """Return these timings with the given (non-None) fields replaced and validated."""
+        values = self.model_dump()
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return Timings.model_validate(values)
+
+    def as_seconds(self) -> dict[str, float]:
+        """The timings as plain seconds, for the durable state record."""
+        return {name: value.total_seconds() for name, value in self.model_dump().items()}
+
+
+class Settings(BaseSettings):
+    """Everything keyrotor reads from its environment.
+
+    Real-AWS defaults are deliberately slow: AWS records a key's last use coarsely and hours late, so a quiet
+    period shorter than a day can deactivate a key that is still in use.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="KEYROTOR_", populate_by_name=True, extra="ignore")
+
+    vault_addr: str = Field(
+        default="http://127.0.0.1:8200",
+        validation_alias=AliasChoices("KEYROTOR_VAULT_ADDR", "VAULT_ADDR"),
+        description="Vault/OpenBao address.",
+    )
+    vault_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KEYROTOR_VAULT_TOKEN", "VAULT_TOKEN"),
+        description="Vault token; falls back to ~/.vault-token like the vault CLI.",
+    )
+    vault_namespace: str | None = Field(
+        default=None, validation_alias=AliasChoices("KEYROTOR_VAULT_NAMESPACE", "VAULT_NAMESPACE")
+    )
+    vault_mount: str = Field(default="secret", description="KV version 2 mount holding secrets and rotation state.")
+    vault_path: str = Field(
+        default="aws/{account_id}/{user_name}",
+        description="Where applications read the key: fields aws_access_key_id and aws_secret_access_key.",
+    )
+    state_path: str = Field(
+        default="keyrotor/{account_id}/{user_name}",
+        description="Folder of keyrotor's own records for a user: state, lease and the unpublished new key.",
+    )
+    timings: Timings = Field(default_factory=Timings)
+    quiet_period: Duration | None = Field(default=None, description="Overrides timings.quiet_period.")
+    poll_interval: Duration | None = Field(default=None, description="Overrides timings.poll_interval.")
+    max_wait: Duration | None = Field(default=None, description="Overrides timings.max_wait.")
+    grace_period: Duration | None = Field(default=None, description="Overrides timings.grace_period.")
+    lease_ttl: Duration = Field(
+        default=timedelta(minutes=2),
+        description="A rotation whose process died is taken over by a new run after at most this long.",
+    )
+    verify_timeout: Duration = Field(
+        default=timedelta(minutes=2), description="How long a new key may take to start authenticating."
+    )
+    vault_retry_timeout: Duration = Field(
+        default=timedelta(seconds=30), description="How long transient Vault failures are retried."
+    )
+    aws_max_attempts: int = Field(default=10, ge=1, le=50, description="botocore attempts for transient AWS errors.")
+    delete_deployment: str = Field(
+        default="delete-old-key/delete-old-key",
+        description="Deployment that deletes an old key after its grace period.",
+    )
+
+    @model_validator(mode="after")
+    def _apply_timing_overrides(self) -> Settings:
+        overrides = {
+            "quiet_period": self.quiet_period,
+            "poll_interval": self.poll_interval,
+            "max_wait": self.max_wait,
+            "grace_period": self.grace_period,
+        }
+        self.timings = self.timings.with_overrides(**overrides)
+        return self
+
+    def token(self) -> str | None:
+        """The Vault token from the environment, else from ``~/.vault-token``."""
+        if self.vault_token is not None:
+            return self.vault_token.get_secret_value()
+        token_file = Path.home() / ".vault-token"
+        return token_file.read_text().strip() if token_file.is_file() else None

@@ -1,0 +1,191 @@
+"""Steps against IAM and STS: create and verify the new key, watch, deactivate and delete the old one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import get_run_logger, task
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from keyrotor.context import RotationContext
+from keyrotor.errors import (
+    KeyrotorError,
+    PreconditionFailed,
+    RotationConflict,
+    StillInUse,
+    TransientError,
+    VerificationFailed,
+)
+from keyrotor.failpoints import failpoint
+from keyrotor.logic import QuietCheck, check_quiet, orphan_keys
+from keyrotor.model import KeyStatus, LastUsed, NewCredentials, Phase, RotationState, utcnow
+from keyrotor.tasks import STEP
+
+
+@task(name="create-new-key", **STEP)
+def create_new_key(ctx: RotationContext, state: RotationState) -> RotationState:
+    """Create the new key and stash its secret in Vault at once, so it is never lost.
+
+    After a crash this step finds what the last run left: a stashed key it adopts, or an orphan (created but
+    never stashed, its secret gone with the process) that it deletes before creating a fresh one.
+    """
+    if state.phase.reached(Phase.CREATED):
+        return state
+    logger = get_run_logger()
+    keys = ctx.iam.list_keys(ctx.user_name)
+    stashed = ctx.records.stashed()
+    stashed_id = stashed.key_id if stashed else None
+    adopted = next((key for key in keys if key.key_id == stashed_id and key.key_id not in state.keys_before), None)
+    if adopted is not None:
+        logger.info("Adopting new key %s, created and stashed before an interruption", adopted.key_id)
+        return ctx.save(state.evolve(phase=Phase.CREATED, new_key_id=adopted.key_id, created_at=adopted.created))
+    orphans = orphan_keys(keys, state, stashed_key_id=None)
+    for key_id in orphans:
+        logger.warning("Deleting orphan key %s: created by an interrupted run, its secret was never saved", key_id)
+        ctx.iam.delete_key(ctx.user_name, key_id)
+    remaining = [key for key in keys if key.key_id not in orphans]
+    stale = [key for key in remaining if not key.active and key.key_id != state.old_key_id]
+    for key in stale[: max(0, len(remaining) - 1)]:
+        logger.info("Deleting inactive key %s to free IAM's second key slot", key.key_id)
+        ctx.iam.delete_key(ctx.user_name, key.key_id)
+
+    credentials = ctx.iam.create_key(ctx.user_name)
+    failpoint("after-create-key")
+    try:
+        ctx.records.stash(credentials)
+    except KeyrotorError:
+        ctx.iam.delete_key(ctx.user_name, credentials.key_id)
+        raise
+    failpoint("after-stash")
+    logger.info("Created new key %s for %r (secret stashed in Vault, not yet published)", credentials.key_id, ctx.user_name)
+    return ctx.save(state.evolve(phase=Phase.CREATED, new_key_id=credentials.key_id, created_at=utcnow()))
+
+
+@task(name="verify-new-key", **STEP)
+def verify_new_key(ctx: RotationContext, state: RotationState) -> RotationState:
+    """Prove the new key authenticates (``sts:GetCallerIdentity`` signed with it), retrying through IAM's delay.
+
+    A key that never verifies is deleted, the rotation is recorded as failed, and the old key is untouched.
+    """
+    if state.phase.reached(Phase.VERIFIED):
+        return state
+    credentials = ctx.records.stashed()
+    if credentials is None or credentials.key_id != state.new_key_id:
+        return _abandon_new_key(ctx, state, "the new key's stashed secret is missing from Vault")
+    try:
+        arn = _caller_arn_with_retries(ctx, credentials)
+    except KeyrotorError as error:
+        return _abandon_new_key(ctx, state, f"it never authenticated within {ctx.settings.verify_timeout} ({error})")
+    if not arn.endswith(f"/{ctx.user_name}"):
+        return _abandon_new_key(ctx, state, f"it authenticates as {arn}, not as user {ctx.user_name!r}")
+    get_run_logger().info("New key %s authenticates as %s", state.new_key_id, arn)
+    return ctx.save(state.evolve(phase=Phase.VERIFIED, verified_at=utcnow()))
+
+
+def _caller_arn_with_retries(ctx: RotationContext, credentials: NewCredentials) -> str:
+    retrying = Retrying(
+        retry=retry_if_exception_type(TransientError),
+        stop=stop_after_delay(ctx.settings.verify_timeout.total_seconds()),
+        wait=wait_exponential(multiplier=0.5, max=8),
+        reraise=True,
+    )
+    return retrying(ctx.iam.caller_arn, credentials)
+
+
+def _abandon_new_key(ctx: RotationContext, state: RotationState, reason: str) -> RotationState:
+    key_id = state.new_key_id
+    if key_id and any(key.key_id == key_id for key in ctx.iam.list_keys(ctx.user_name)):
+        ctx.iam.delete_key(ctx.user_name, key_id)
+    ctx.records.discard_stash()
+    message = f"new key {key_id} was deleted because {reason}; the old key {state.old_key_id} is unchanged"
+    ctx.save(state.evolve(phase=Phase.FAILED, error=message, completed_at=utcnow()))
+    raise VerificationFailed(message)
+
+
+@dataclass(frozen=True)
+class OldKeyCheck:
+    """One poll of the old key while waiting: the evidence and the decision."""
+
+    last_used: LastUsed
+    decision: QuietCheck
+
+
+@task(name="check-old-key", **STEP)
+def check_old_key(ctx: RotationContext, state: RotationState) -> OldKeyCheck:
+    """Read the old key's last use and decide whether it has been quiet long enough since the publish."""
+    assert state.old_key_id and state.published_at and state.wait_deadline
+    last_used = ctx.iam.last_used(state.old_key_id)
+    decision = check_quiet(
+        published_at=state.published_at,
+        last_used=last_used,
+        quiet_period=state.timing("quiet_period"),
+        poll_interval=state.timing("poll_interval"),
+        deadline=state.wait_deadline,
+        now=utcnow(),
+    )
+    get_run_logger().info("Old key: %s -> %s", last_used.describe(), decision.outcome.value)
+    return OldKeyCheck(last_used, decision)
+
+
+@task(name="deactivate-old-key", **STEP)
+def deactivate_old_key(ctx: RotationContext, state: RotationState) -> RotationState:
+    """Make the old key Inactive, but only while Vault still publishes the new key and the new key is Active."""
+    if state.phase.reached(Phase.DEACTIVATED):
+        return state
+    published = ctx.records.published()
+    if published is None or published.key_id != state.new_key_id:
+        raise RotationConflict(
+            f"Vault's secret names key {published.key_id if published else None}, not the new key "
+            f"{state.new_key_id}; not deactivating the old key. Check who changed {ctx.records.paths.secret}."
+        )
+    keys = {key.key_id: key for key in ctx.iam.list_keys(ctx.user_name)}
+    new_key = keys.get(state.new_key_id or "")
+    if new_key is None or not new_key.active:
+        raise PreconditionFailed(f"the new key {state.new_key_id} is missing or inactive; not deactivating the old key")
+    old_key = keys.get(state.old_key_id or "")
+    if old_key is not None and old_key.active:
+        ctx.iam.set_status(ctx.user_name, old_key.key_id, KeyStatus.INACTIVE)
+        failpoint("after-deactivate")
+        get_run_logger().info("Deactivated old key %s of %r", old_key.key_id, ctx.user_name)
+    now = utcnow()
+    return ctx.save(
+        state.evolve(phase=Phase.DEACTIVATED, deactivated_at=now, delete_after=now + state.timing("grace_period"))
+    )
+
+
+@task(name="delete-old-key", **STEP)
+def delete_old_key(ctx: RotationContext, state: RotationState) -> RotationState:
+    """Delete the deactivated old key once its grace period is over, and complete the rotation.
+
+    Refuses, changing nothing, if the grace period is not over or someone made the old key Active again.
+    """
+    if state.phase is Phase.COMPLETED:
+        return state
+    if state.phase is not Phase.DEACTIVATED or state.delete_after is None:
+        raise PreconditionFailed(f"rotation of {ctx.user_name!r} is in phase {state.phase.value!r}, not deactivated")
+    now = utcnow()
+    if now < state.delete_after:
+        raise PreconditionFailed(f"the old key {state.old_key_id} may be deleted from {state.delete_after.isoformat()}, not before")
+    keys = {key.key_id: key for key in ctx.iam.list_keys(ctx.user_name)}
+    old_key = keys.get(state.old_key_id or "")
+    if old_key is not None and old_key.active:
+        raise PreconditionFailed(
+            f"the old key {old_key.key_id} is Active again (reactivated by someone); not deleting it"
+        )
+    if old_key is not None:
+        ctx.iam.delete_key(ctx.user_name, old_key.key_id)
+        failpoint("after-delete")
+        get_run_logger().info("Deleted old key %s of %r", old_key.key_id, ctx.user_name)
+    return ctx.save(state.evolve(phase=Phase.COMPLETED, completed_at=now))
+
+
+@task(name="stop-waiting", **STEP)
+def stop_waiting(ctx: RotationContext, state: RotationState, check: OldKeyCheck) -> RotationState:
+    """At the deadline, with the old key still in use: record the evidence, leave both keys active, stop."""
+    message = (
+        f"old key {state.old_key_id} was still in use at the deadline {state.wait_deadline}: "
+        f"{check.last_used.describe()}. Both keys stay active. Find the application still using it, then run "
+        f"`keyrotor rotate {ctx.user_name}` again to keep waiting (or roll back)."
+    )
+    ctx.save(state.evolve(halted=message, last_used=check.last_used.to_record()))
+    raise StillInUse(message)

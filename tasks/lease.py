@@ -1,0 +1,154 @@
+"""The rotation lease: a record in Vault that says which run owns a user's rotation, renewed while it lives.
+
+A second run while the owner is alive sees the lease renewed and refuses. A run started after the owner died
+(killed, machine lost) sees the lease expire unrenewed and takes the rotation over, within one lease TTL.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from keyrotor.context import RotationContext
+from keyrotor.durations import format_duration
+from keyrotor.errors import KeyrotorError, RotationConflict
+from keyrotor.logic import LeaseVerdict, judge_lease
+from keyrotor.model import utcnow
+from keyrotor.records import RotationRecords
+from keyrotor.tasks import STEP
+
+
+class Lease:
+    """Acquire, renew in a background thread, and release one user's rotation lease."""
+
+    def __init__(
+        self,
+        records: RotationRecords,
+        *,
+        holder: str,
+        ttl: timedelta,
+        flow_run_id: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._records = records
+        self.owner = uuid.uuid4().hex
+        self.holder = holder
+        self.ttl = ttl
+        self.flow_run_id = flow_run_id
+        self._clock = clock
+        self._sleep = sleep
+        self._version = 0
+        self._expires_at: datetime | None = None
+        self._lost: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._write_lock = threading.Lock()
+
+    def _payload(self, now: datetime, acquired_at: str | None = None) -> dict[str, Any]:
+        return {
+            "owner": self.owner,
+            "holder": self.holder,
+            "flow_run_id": self.flow_run_id,
+            "acquired_at": acquired_at or now.isoformat(),
+            "renewed_at": now.isoformat(),
+            "expires_at": (now + self.ttl).isoformat(),
+        }
+
+    def acquire(self) -> None:
+        """Take the lease, waiting at most one TTL for a silent owner; refuse as soon as the owner renews."""
+        seen_renewal: str | None = None
+        while True:
+            record = self._records.read_lease()
+            data, version = (record.data, record.version) if record else (None, 0)
+            now = self._clock()
+            if judge_lease(data, owner=self.owner, flow_run_id=self.flow_run_id, now=now) is LeaseVerdict.ACQUIRE:
+                try:
+                    written = self._records.write_lease(self._payload(now), cas=version)
+                except RotationConflict:
+                    raise RotationConflict("another run claimed this rotation at the same moment; refusing") from None
+                self._version, self._expires_at = written.version, now + self.ttl
+                return
+            assert data is not None
+            if seen_renewal is not None and data.get("renewed_at") != seen_renewal:
+                raise RotationConflict(
+                    f"a rotation of this user is already running ({data.get('holder')}, flow run "
+                    f"{data.get('flow_run_id')}); its lease was renewed at {data.get('renewed_at')}. Refusing."
+                )
+            seen_renewal = data.get("renewed_at")
+            remaining = (datetime.fromisoformat(data["expires_at"]) - now).total_seconds()
+            self._sleep(max(0.05, min(remaining + 0.05, self.ttl.total_seconds() / 2)))
+
+    def renew(self) -> None:
+        """Extend the lease by one TTL; mark it lost if someone else took it."""
+        now = self._clock()
+        with self._write_lock:
+            try:
+                written = self._records.write_lease(self._payload(now), cas=self._version)
+            except RotationConflict:
+                self._lost = "another run took over the rotation lease"
+                return
+            except KeyrotorError:
+                return  # Vault trouble: keep trying until the lease would expire
+            self._version, self._expires_at = written.version, now + self.ttl
+
+    def assert_held(self) -> None:
+        """Raise RotationConflict if the lease was lost or has expired (this run stalled too long)."""
+        if self._lost:
+            raise RotationConflict(self._lost)
+        if self._expires_at is None or self._clock() >= self._expires_at:
+            raise RotationConflict("this run's rotation lease expired; another run may take over")
+
+    def _heartbeat(self) -> None:
+        interval = self.ttl.total_seconds() / 3
+        while not self._stop.wait(interval):
+            self.renew()
+            if self._lost:
+                return
+
+    def start_heartbeat(self) -> None:
+        self._thread = threading.Thread(target=self._heartbeat, name="keyrotor-lease", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        """Stop renewing and hand the lease back (best effort: it expires anyway)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._lost:
+            return
+        with self._write_lock:
+            try:
+                self._records.write_lease(
+                    {"owner": None, "released_at": self._clock().isoformat(), "last_holder": self.holder},
+                    cas=self._version,
+                )
+            except KeyrotorError:
+                pass
+
+
+@task(name="acquire-lease", **STEP)
+def acquire_lease(ctx: RotationContext) -> Lease:
+    """Claim the user's rotation for this run (see :class:`Lease`)."""
+    lease = Lease(ctx.records, holder=ctx.actor, ttl=ctx.settings.lease_ttl, flow_run_id=ctx.flow_run_id)
+    lease.acquire()
+    get_run_logger().info("Holding the rotation lease of %r (renewed every %s)", ctx.user_name, format_duration(lease.ttl / 3))
+    return lease
+
+
+@contextmanager
+def rotation_lease(ctx: RotationContext) -> Iterator[RotationContext]:
+    """Hold the user's rotation lease for the duration of the block; yields a context bound to it."""
+    lease = acquire_lease(ctx)
+    lease.start_heartbeat()
+    try:
+        yield ctx.holding(lease)
+    finally:
+        lease.release()

@@ -1,0 +1,95 @@
+"""Before anything changes: connect, check Vault and the user, then start a rotation or pick up the one in progress."""
+
+from __future__ import annotations
+
+import uuid
+
+from prefect import get_run_logger, task
+from prefect.runtime import flow_run
+
+from keyrotor.connect import Connections, whoami
+from keyrotor.context import RotationContext
+from keyrotor.errors import PreconditionFailed
+from keyrotor.logic import plan_slots
+from keyrotor.model import Phase, RotationState, utcnow
+from keyrotor.settings import Settings, Timings
+from keyrotor.tasks import STEP
+
+
+@task(name="preflight", **STEP)
+def preflight(user_name: str, settings: Settings) -> RotationContext:
+    """Connect to AWS and Vault and check, read-only, that the rotation can run at all.
+
+    Fails before any change when Vault is unreachable, the token is refused, the mount is missing or not
+    KV v2, AWS credentials are wrong, or the user does not exist.
+    """
+    connections = Connections.from_settings(settings)
+    connections.kv.check()
+    connections.iam.ensure_user(user_name)
+    run_id = flow_run.get_id()
+    actor = f"{whoami()}, flow run {flow_run.get_name() or '-'} ({run_id or 'none'})"
+    return RotationContext(
+        user_name=user_name,
+        account_id=connections.account_id,
+        iam=connections.iam,
+        records=connections.records(user_name),
+        settings=settings,
+        actor=actor,
+        flow_run_id=run_id,
+    )
+
+
+@task(name="start-rotation", **STEP)
+def start_rotation(ctx: RotationContext, timings: Timings, overridden: bool) -> RotationState:
+    """Continue the rotation in progress, or record a new one after choosing the key to retire.
+
+    A new rotation is refused (nothing changed) when the user has two active keys. A rotation that stopped
+    at its wait deadline gets a fresh deadline. Timings given explicitly to this run replace the recorded ones.
+    """
+    logger = get_run_logger()
+    previous = ctx.records.load_state()
+    now = utcnow()
+    if previous is not None and not previous.phase.terminal:
+        logger.info(
+            "Continuing rotation %s of %r from phase %r (started %s by %s)",
+            previous.rotation_id, ctx.user_name, previous.phase.value, previous.started_at.isoformat(), previous.started_by,
+        )
+        changes: dict[str, object] = {}
+        if overridden and previous.timings != timings.as_seconds():
+            changes["timings"] = timings.as_seconds()
+        if previous.halted:
+            logger.info("The last run stopped at its wait deadline (%s); waiting again", previous.halted)
+            wait = timings.max_wait if overridden else previous.timing("max_wait")
+            changes.update(halted=None, wait_deadline=now + wait)
+        return ctx.save(previous.evolve(**changes)) if changes else previous
+
+    keys = ctx.iam.list_keys(ctx.user_name)
+    plan = plan_slots(ctx.user_name, keys)
+    state = RotationState(
+        rotation_id=uuid.uuid4().hex[:12],
+        user_name=ctx.user_name,
+        account_id=ctx.account_id,
+        phase=Phase.STARTED,
+        timings=timings.as_seconds(),
+        started_at=now,
+        started_by=ctx.actor,
+        old_key_id=plan.old_key.key_id if plan.old_key else None,
+        keys_before=tuple(key.key_id for key in keys),
+        flow_run_id=ctx.flow_run_id,
+        version=previous.version if previous else 0,
+    )
+    state = ctx.save(state)
+    logger.info(
+        "Started rotation %s of %r: old key %s, keys now %s",
+        state.rotation_id, ctx.user_name, state.old_key_id or "(none)", ", ".join(state.keys_before) or "(none)",
+    )
+    return state
+
+
+@task(name="load-rotation", **STEP)
+def load_rotation(ctx: RotationContext) -> RotationState:
+    """The user's recorded rotation; PreconditionFailed when there is none."""
+    state = ctx.records.load_state()
+    if state is None:
+        raise PreconditionFailed(f"no rotation of {ctx.user_name!r} is recorded")
+    return state

@@ -1,0 +1,42 @@
+"""Schedule the old key's deletion as a later flow run, so nothing waits through the grace period."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+
+from keyrotor.context import RotationContext
+from keyrotor.model import RotationState
+from keyrotor.tasks import STEP
+
+
+@task(name="schedule-deletion", **STEP)
+def schedule_deletion(ctx: RotationContext, state: RotationState) -> RotationState:
+    """Create a flow run of the delete deployment at the end of the grace period (once per rotation).
+
+    Without that deployment on the Prefect server the deletion stays due in the durable state, and
+    ``keyrotor finish USER`` (or serving the deployments) carries it out later.
+    """
+    logger = get_run_logger()
+    if state.deletion_run_id:
+        return state
+    name = ctx.settings.delete_deployment
+    try:
+        run = run_deployment(
+            name,
+            parameters={"user_name": ctx.user_name},
+            scheduled_time=state.delete_after,
+            timeout=0,
+            as_subflow=False,
+            idempotency_key=f"{state.rotation_id}:delete-old-key",
+        )
+    except ObjectNotFound:
+        logger.warning(
+            "No deployment %r on this Prefect server: the old key %s is due for deletion at %s; "
+            "run `keyrotor finish %s` then, or serve the deployments (`keyrotor serve`).",
+            name, state.old_key_id, state.delete_after, ctx.user_name,
+        )
+        return state
+    logger.info("Deletion of old key %s scheduled at %s (flow run %s)", state.old_key_id, state.delete_after, run.id)
+    return ctx.save(state.evolve(deletion_run_id=str(run.id)))
