@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from keyrotor.errors import KeyrotorError
+from keyrotor.model import Phase
 from keyrotor.stack.cli import stack_app
 
 app = typer.Typer(
@@ -76,10 +77,7 @@ def rotate(
     except KeyrotorError as error:
         _fail(error, as_json)
         return
-    if as_json:
-        print(json.dumps(report, default=str))
-    else:
-        _print_rotation(report)
+    _print_report(report, as_json)
 
 
 @app.command()
@@ -95,10 +93,7 @@ def finish(
     except KeyrotorError as error:
         _fail(error, as_json)
         return
-    if as_json:
-        print(json.dumps(report, default=str))
-    else:
-        _print_rotation(report)
+    _print_report(report, as_json)
 
 
 @app.command()
@@ -122,6 +117,17 @@ def status(
         print(json.dumps(report, default=str))
         return
     _print_status(report)
+
+
+def _print_report(report: dict[str, Any], as_json: bool) -> None:
+    """Print a rotation's outcome; exit non-zero unless it reached its end for this run."""
+    if as_json:
+        print(json.dumps(report, default=str))
+    else:
+        _print_rotation(report)
+    if report["phase"] not in (Phase.COMPLETED, Phase.DEACTIVATED):
+        err.print(f"[bold red]rotation ended in phase {report['phase']}:[/] {report.get('error') or ''}", highlight=False)
+        raise typer.Exit(1)
 
 
 def _print_rotation(report: dict[str, Any]) -> None:

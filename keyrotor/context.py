@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from keyrotor.aws import IamGateway
+from keyrotor.failpoints import failpoint
 from keyrotor.model import RotationState
 from keyrotor.records import RotationRecords
 from keyrotor.settings import Settings
@@ -35,7 +36,9 @@ class RotationContext:
         """Persist ``state`` (check-and-set), after making sure this run still holds the lease."""
         if self.lease is not None:
             self.lease.assert_held()
-        return self.records.save_state(state, self.actor)
+        saved = self.records.save_state(state.evolve(last_flow_run_id=self.flow_run_id), self.actor)
+        failpoint(f"saved-{saved.phase.value}")
+        return saved
 
     def holding(self, lease: LeaseGuard | None) -> RotationContext:
         return dataclasses.replace(self, lease=lease)

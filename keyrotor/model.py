@@ -128,6 +128,7 @@ class RotationState:
     error: str | None = None
     updated_at: datetime | None = None
     updated_by: str | None = None
+    last_flow_run_id: str | None = None
     version: int = field(default=0, compare=False)
 
     def timing(self, name: str) -> timedelta:

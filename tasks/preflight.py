@@ -43,12 +43,16 @@ def preflight(user_name: str, settings: Settings) -> RotationContext:
 def start_rotation(ctx: RotationContext, timings: Timings, overridden: bool) -> RotationState:
     """Continue the rotation in progress, or record a new one after choosing the key to retire.
 
+    A retry of the flow run that ended a rotation gets that rotation back, not a new one.
     A new rotation is refused (nothing changed) when the user has two active keys. A rotation that stopped
     at its wait deadline gets a fresh deadline. Timings given explicitly to this run replace the recorded ones.
     """
     logger = get_run_logger()
     previous = ctx.records.load_state()
     now = utcnow()
+    if previous is not None and previous.phase.terminal and ctx.flow_run_id and previous.last_flow_run_id == ctx.flow_run_id:
+        logger.info("This flow run already ended rotation %s (%s)", previous.rotation_id, previous.phase.value)
+        return previous  # a retry of the same flow run: never start a second rotation
     if previous is not None and not previous.phase.terminal:
         logger.info(
             "Continuing rotation %s of %r from phase %r (started %s by %s)",

@@ -21,6 +21,7 @@ def publish_new_key(ctx: RotationContext, state: RotationState) -> RotationState
     but died before recording it, the secret already names the new key and this step only records it.
     """
     if state.phase.reached(Phase.PUBLISHED):
+        ctx.records.discard_stash()  # the last run may have died between recording the publish and this
         return state
     logger = get_run_logger()
     current = ctx.records.published()

