@@ -119,6 +119,19 @@ def status(
     _print_status(report)
 
 
+@app.command()
+def serve(
+    limit: Annotated[int | None, typer.Option(help="Most flow runs at once (default: no limit).")] = None,
+) -> None:
+    """Serve keyrotor's deployments (rotate-access-key, delete-old-key) to the Prefect server in PREFECT_API_URL.
+
+    Runs until interrupted. Flow runs started from the Prefect UI, and scheduled deletions of old keys, run here.
+    """
+    from keyrotor.deployments.serve import serve_all
+
+    serve_all(limit=limit)
+
+
 def _print_report(report: dict[str, Any], as_json: bool) -> None:
     """Print a rotation's outcome; exit non-zero unless it reached its end for this run."""
     if as_json:

@@ -1,0 +1,38 @@
+"""``keyrotor serve``: serve every keyrotor deployment from this process, no work pool or worker needed.
+
+This is the embedded default for the local stack: open the Prefect UI, see the deployments, click "Run".
+Scheduled follow-ups (the deletion of an old key after its grace period) wait in Prefect's database, not in
+a process, and this server starts them when they are due.
+"""
+
+from __future__ import annotations
+
+from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
+
+from keyrotor.flows.delete_old_key import delete_old_key_after_grace
+from keyrotor.flows.rotate import rotate_access_key
+
+ROTATE = "rotate-access-key"
+DELETE = "delete-old-key"
+
+
+def build_deployments() -> list[RunnerDeployment]:
+    """The deployments ``keyrotor serve`` offers (their names match ``prefect.yaml``)."""
+    return [
+        rotate_access_key.to_deployment(
+            name=ROTATE,
+            description="Rotate one IAM user's access key. Parameters: user_name and optional timings.",
+            tags=["keyrotor"],
+        ),
+        delete_old_key_after_grace.to_deployment(
+            name=DELETE,
+            description="Delete a rotation's deactivated old key once its grace period is over (scheduled by rotations).",
+            tags=["keyrotor"],
+        ),
+    ]
+
+
+def serve_all(limit: int | None = None) -> None:
+    """Serve the deployments until interrupted; ``limit`` caps concurrent flow runs."""
+    serve(*build_deployments(), limit=limit)

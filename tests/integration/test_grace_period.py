@@ -1,0 +1,90 @@
+"""A grace period: the old key is deactivated now and deleted later by a scheduled flow run of delete-old-key."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+
+from keyrotor.model import Phase
+from tests.helpers import keyrotor_cli
+from tests.integration.test_rotate import active_keys, all_keys, assert_rotated
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def served(stack_environ, prefect_api):  # type: ignore[no-untyped-def]
+    """``keyrotor serve`` in the background, as a newcomer runs it, until its deployments are registered."""
+    env = {**stack_environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "keyrotor", "serve"], env=env, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        with get_client(sync_client=True) as client:
+            deadline = time.time() + 90
+            while True:
+                assert process.poll() is None, process.stderr.read()
+                names = {d.name for d in client.read_deployments()}
+                if {"rotate-access-key", "delete-old-key"} <= names:
+                    break
+                assert time.time() < deadline, names
+                time.sleep(0.5)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_old_key_is_deleted_by_a_scheduled_run_after_the_grace_period(iam, connections, user_factory, stack_environ,
+                                                                       served) -> None:
+    user = user_factory("grace")
+    old = active_keys(iam, user)[0]
+    result = keyrotor_cli(stack_environ, "rotate", user, "--grace-period", "8s", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["phase"] == "deactivated" and report["deletion_run_id"]
+    assert all_keys(iam, user)[old] == "Inactive"
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(report["deletion_run_id"]))
+    assert run.state.is_scheduled() or run.state.is_pending()  # the runner may have prefetched it already
+    assert abs((run.expected_start_time - datetime.fromisoformat(report["delete_after"])).total_seconds()) < 1
+    assert run.parameters == {"user_name": user}
+
+    early = keyrotor_cli(stack_environ, "finish", user)
+    assert early.returncode == 3 and "not before" in early.stderr
+    assert old in all_keys(iam, user)
+
+    deadline = time.time() + 90
+    while old in all_keys(iam, user):
+        assert time.time() < deadline, "the scheduled deletion never ran"
+        time.sleep(1)
+    assert_rotated(iam, connections, user, old)
+    state = connections.records(user).load_state()
+    deadline = time.time() + 30
+    while state.phase is not Phase.COMPLETED and time.time() < deadline:
+        time.sleep(0.5)
+        state = connections.records(user).load_state()
+    assert state.phase is Phase.COMPLETED and state.completed_at >= state.delete_after
+
+
+def test_finish_deletes_when_due_without_a_served_deployment(iam, connections, user_factory, stack_environ) -> None:
+    user = user_factory("finish")
+    old = active_keys(iam, user)[0]
+    env = {**stack_environ, "KEYROTOR_DELETE_DEPLOYMENT": "no-such/deployment"}
+    result = keyrotor_cli(env, "rotate", user, "--grace-period", "2s", "--json")
+    assert result.returncode == 0, result.stderr
+    assert "keyrotor finish" in result.stderr  # says how the deletion will happen
+    time.sleep(2)
+    finished = keyrotor_cli(env, "finish", user, "--json")
+    assert finished.returncode == 0, finished.stderr
+    assert json.loads(finished.stdout)["phase"] == "completed"
+    assert_rotated(iam, connections, user, old)

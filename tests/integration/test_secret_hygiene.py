@@ -1,0 +1,77 @@
+"""After rotations, no secret access key is anywhere Prefect or keyrotor writes: database, results, logs, output."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import pickle
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+
+from keyrotor.apps import SimulatedApp
+from tests.conftest import CLIENT_HOME, OUTPUT
+from tests.helpers import keyrotor_cli
+
+pytestmark = pytest.mark.integration
+
+
+def _views(data: bytes) -> list[bytes]:
+    """The bytes as stored, plus their base64 decoding when they are base64 (Prefect stores pickles that way)."""
+    views = [data]
+    try:
+        views.append(base64.b64decode(b"".join(data.split()), validate=True))
+    except (binascii.Error, ValueError):
+        pass
+    return views
+
+
+def files_containing(roots: list[Path], secrets: list[str]) -> list[str]:
+    needles = [secret.encode() for secret in secrets]
+    found = []
+    for root in roots:
+        for path in [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()):
+            if any(needle in view for view in _views(path.read_bytes()) for needle in needles):
+                found.append(str(path))
+    return found
+
+
+def test_the_scanner_finds_a_secret_in_a_base64_pickle(tmp_path: Path) -> None:
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    (tmp_path / "result").write_bytes(base64.b64encode(pickle.dumps({"value": secret})))
+    (tmp_path / "clean").write_text("nothing here")
+    assert files_containing([tmp_path], [secret]) == [str(tmp_path / "result")]
+
+
+def test_no_secret_reaches_prefect_storage_logs_or_output(iam, connections, user_factory, stack_environ,
+                                                          prefect_api) -> None:
+    user = user_factory("hygiene")
+    records = connections.records(user)
+    old_secret = records.published_credentials().secret.get_secret_value()
+    app = SimulatedApp(user, records, refresh=0.5)
+    app.start()
+    result = keyrotor_cli(stack_environ, "rotate", user, "--json")
+    app.stop()
+    assert result.returncode == 0, result.stderr
+    new = records.published_credentials()
+    secrets = [old_secret, new.secret.get_secret_value()]
+    assert len(secrets[1]) == 40
+
+    assert all(secret not in result.stdout + result.stderr for secret in secrets)
+    scanned = [OUTPUT / "stack", CLIENT_HOME]
+    assert (OUTPUT / "stack" / "prefect").is_dir() and any((OUTPUT / "stack" / "logs").iterdir())
+    assert files_containing(scanned, secrets) == []
+
+    run_id = UUID(json.loads(result.stdout)["last_flow_run_id"])
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))[0]
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    assert run.parameters == {"user_name": user, "quiet_period": None, "poll_interval": None, "max_wait": None,
+                              "grace_period": None}
+    assert len(logs) > 5, "the flow's logs should have reached the server"
+    assert all(secret not in log.message for log in logs for secret in secrets)
+    assert any(new.key_id in log.message for log in logs)
