@@ -11,9 +11,12 @@ import time
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.states import State
 from pydantic import ValidationError
 
-from keyrotor.errors import ConfigurationError
+from keyrotor.errors import ConfigurationError, KeyrotorError
+from keyrotor.flows import refused
+from keyrotor.context import RotationContext
 from keyrotor.logic import Quiet
 from keyrotor.model import Phase, RotationState, utcnow
 from keyrotor.settings import Settings, Timings
@@ -29,7 +32,6 @@ from keyrotor.tasks.lease import rotation_lease
 from keyrotor.tasks.preflight import preflight, start_rotation
 from keyrotor.tasks.schedule import schedule_deletion
 from keyrotor.tasks.vault import publish_new_key
-from keyrotor.context import RotationContext
 
 
 @flow(name="rotate-access-key", persist_result=False, validate_parameters=True)
@@ -39,7 +41,7 @@ def rotate_access_key(
     poll_interval: str | None = None,
     max_wait: str | None = None,
     grace_period: str | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | State:
     """Rotate ``user_name``'s access key, or continue the rotation in progress.
 
     Args:
@@ -49,9 +51,17 @@ def rotate_access_key(
         max_wait: Stop waiting after this long, leaving both keys active (e.g. "7d").
         grace_period: Keep the deactivated old key this long before deleting it (e.g. "7d"; "0s" deletes at once).
     """
+    try:
+        return rotate(user_name, quiet_period, poll_interval, max_wait, grace_period)
+    except KeyrotorError as error:
+        return refused(error)
+
+
+def rotate(user_name: str, *durations: str | None) -> dict[str, Any]:
+    """The procedure itself (see :func:`rotate_access_key`)."""
     settings = Settings()
-    timings = resolve_timings(settings, quiet_period, poll_interval, max_wait, grace_period)
-    overridden = any(value is not None for value in (quiet_period, poll_interval, max_wait, grace_period))
+    timings = resolve_timings(settings, *durations)
+    overridden = any(value is not None for value in durations)
     ctx = preflight(user_name, settings)
     with rotation_lease(ctx) as ctx:
         state = start_rotation(ctx, timings, overridden)

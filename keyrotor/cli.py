@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -117,6 +118,25 @@ def status(
         print(json.dumps(report, default=str))
         return
     _print_status(report)
+
+
+@app.command()
+def demo(
+    stack_dir: Annotated[Path, typer.Option(help="Where the local stack keeps its state and logs.")] = Path(".stack"),
+    moto_port: Annotated[int, typer.Option(help="moto's port (0: any free port).")] = 5000,
+    vault_port: Annotated[int, typer.Option(help="OpenBao's port (0: any free port).")] = 8200,
+    prefect_port: Annotated[int, typer.Option(help="Prefect server's port (0: any free port).")] = 4200,
+    stop: Annotated[bool, typer.Option("--stop/--keep", help="Stop the stack at the end (default: keep it for the UI).")] = False,
+) -> None:
+    """Start the local stack and rotate three demo users while simulated applications keep calling AWS.
+
+    Ends with a table of what happened (keys, phases, times, application errors) and the Prefect UI's address.
+    """
+    from keyrotor.demo import run_demo
+    from keyrotor.stack.services import StackPorts
+
+    if not run_demo(stack_dir, StackPorts(moto_port, vault_port, prefect_port), stop, out):
+        raise typer.Exit(1)
 
 
 @app.command()

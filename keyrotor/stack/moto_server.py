@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hmac
 import io
+import json
 import re
 import signal
 import sys
@@ -31,6 +32,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from http import HTTPStatus
 from types import FrameType
 from typing import Any
@@ -41,7 +43,7 @@ from botocore.auth import SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from moto.core.exceptions import InvalidClientTokenIdError, SignatureDoesNotMatchError
-from moto.iam.models import AccessKey, iam_backends
+from moto.iam.models import AccessKey, AccessKeyLastUsed, iam_backends
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -265,13 +267,59 @@ class KeyStatusGate:
             return self._app(environ, start_response)
 
 
-def create_app() -> KeyStatusGate:
-    """Build moto's server application behind the key-status gate.
+class LocalControls:
+    """Local-only controls that real AWS does not have, under ``/_keyrotor/`` (never signed, never gated).
+
+    ``POST /_keyrotor/backdate`` with JSON ``{"access_key_id", "created", "last_used", "service", "region"}``
+    (ISO 8601 times; ``last_used`` may be null) sets a key's CreateDate and last use, so the demo, the tests
+    and the benchmarks can seed old and unused keys, which moto cannot do over its AWS API.
+    """
+
+    def __init__(self, app: WSGIApp) -> None:
+        self._app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if not environ.get("PATH_INFO", "").startswith("/_keyrotor/"):
+            return self._app(environ, start_response)
+        request = Request(environ)
+        if request.path != "/_keyrotor/backdate" or request.method != "POST":
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"unknown keyrotor control\n"]
+        body = json.loads(request.get_data() or b"{}")
+        key = find_access_key(str(body.get("access_key_id", "")))
+        if key is None:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"no such access key\n"]
+        backdate_key(key, body)
+        start_response("204 No Content", [])
+        return []
+
+
+def backdate_key(key: AccessKey, body: dict[str, Any]) -> None:
+    """Set a moto key's creation date and last use (moto keeps naive UTC datetimes)."""
+    if body.get("created"):
+        key.create_date = _naive_utc(body["created"])
+    if "last_used" in body:
+        used = body["last_used"]
+        key.last_used = (
+            AccessKeyLastUsed(_naive_utc(used), body.get("service", "s3"), body.get("region", "us-east-1"))
+            if used
+            else None
+        )
+
+
+def _naive_utc(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+
+
+def create_app() -> LocalControls:
+    """Build moto's server application behind the key-status gate, with the local-only controls.
 
     Returns:
         A WSGI application serving all of moto's services, IAM and STS gated.
     """
-    return KeyStatusGate(DomainDispatcherApplication(create_backend_app))
+    return LocalControls(KeyStatusGate(DomainDispatcherApplication(create_backend_app)))
 
 
 def create_server(host: str = "127.0.0.1", port: int = 0) -> BaseWSGIServer:

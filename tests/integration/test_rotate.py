@@ -175,3 +175,19 @@ def test_two_rotations_of_one_user_at_once_one_refuses(iam, connections, user_fa
     assert "already running" in second.stderr
     assert first.returncode == 0, first_err
     assert_rotated(iam, connections, user, old)
+
+
+def test_rotation_works_with_the_least_privilege_vault_policy_from_the_readme(iam, connections, user_factory,
+                                                                              stack_environ) -> None:
+    import hvac
+
+    from tests.conftest import ROOT
+
+    root = hvac.Client(url=stack_environ["VAULT_ADDR"], token=stack_environ["VAULT_TOKEN"])
+    root.sys.create_or_update_policy("keyrotor", (ROOT / "policies" / "vault-policy.hcl").read_text())
+    token = root.auth.token.create(policies=["keyrotor"], ttl="10m")["auth"]["client_token"]
+    user = user_factory("leastpriv")
+    old = active_keys(iam, user)[0]
+    result = keyrotor_cli({**stack_environ, "VAULT_TOKEN": token}, "rotate", user)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_rotated(iam, connections, user, old)
