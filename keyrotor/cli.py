@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +14,10 @@ from rich.table import Table
 from keyrotor.errors import KeyrotorError
 from keyrotor.model import Phase
 from keyrotor.stack.cli import stack_app
+
+# Without PREFECT_API_URL, Prefect starts a temporary local server; its first start (database migrations)
+# can take longer than Prefect's 20 s default on a small machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 app = typer.Typer(
     name="keyrotor",

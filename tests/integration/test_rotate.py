@@ -191,3 +191,15 @@ def test_rotation_works_with_the_least_privilege_vault_policy_from_the_readme(ia
     result = keyrotor_cli({**stack_environ, "VAULT_TOKEN": token}, "rotate", user)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_rotated(iam, connections, user, old)
+
+
+def test_rotate_works_without_a_prefect_server_in_ephemeral_mode(iam, connections, user_factory, stack_environ,
+                                                                 tmp_path) -> None:
+    user = user_factory("ephemeral")
+    old = active_keys(iam, user)[0]
+    env = {k: v for k, v in stack_environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path)}
+    result = keyrotor_cli(env, "rotate", user, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "temporary server" in result.stderr
+    assert (tmp_path / "prefect.db").is_file(), "Prefect's ephemeral database belongs in PREFECT_HOME"
+    assert_rotated(iam, connections, user, old)
