@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OUTPUT = ROOT / "test-output"
+# KEYROTOR_TEST_OUTPUT lets two pytest sessions share a checkout without wiping each other's servers.
+OUTPUT = Path(os.environ.get("KEYROTOR_TEST_OUTPUT", ROOT / "test-output"))
 CLIENT_HOME = OUTPUT / "prefect-client"
 
 # Prefect reads its settings when first imported: point its client home into test-output before that.
