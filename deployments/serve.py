@@ -11,10 +11,12 @@ from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 
 from keyrotor.flows.delete_old_key import delete_old_key_after_grace
+from keyrotor.flows.rollback import rollback_rotation
 from keyrotor.flows.rotate import rotate_access_key
 
 ROTATE = "rotate-access-key"
 DELETE = "delete-old-key"
+ROLLBACK = "rollback-rotation"
 
 
 def build_deployments() -> list[RunnerDeployment]:
@@ -28,6 +30,11 @@ def build_deployments() -> list[RunnerDeployment]:
         delete_old_key_after_grace.to_deployment(
             name=DELETE,
             description="Delete a rotation's deactivated old key once its grace period is over (scheduled by rotations).",
+            tags=["keyrotor"],
+        ),
+        rollback_rotation.to_deployment(
+            name=ROLLBACK,
+            description="Return a user to the old key: reactivate it, restore the previous secret, deactivate the new key.",
             tags=["keyrotor"],
         ),
     ]

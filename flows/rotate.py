@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.exceptions import Abort
 from prefect.states import State
 from pydantic import ValidationError
 
@@ -29,9 +30,13 @@ from keyrotor.tasks.keys import (
     verify_new_key,
 )
 from keyrotor.tasks.lease import rotation_lease
+from keyrotor.tasks.pause import stop_if_suspended
 from keyrotor.tasks.preflight import preflight, start_rotation
 from keyrotor.tasks.schedule import schedule_deletion
 from keyrotor.tasks.vault import publish_new_key
+
+
+PAUSE_CHECK_SECONDS = 2.0
 
 
 @flow(name="rotate-access-key", persist_result=False, validate_parameters=True)
@@ -67,11 +72,15 @@ def rotate(user_name: str, *durations: str | None) -> dict[str, Any]:
         state = start_rotation(ctx, timings, overridden)
         if state.phase.terminal:
             return summarize(state)
-        state = create_new_key(ctx, state)
-        state = verify_new_key(ctx, state)
-        state = publish_new_key(ctx, state)
-        state = wait_until_old_key_is_quiet(ctx, state)
-        state = deactivate_old_key(ctx, state)
+        try:
+            state = create_new_key(ctx, state)
+            state = verify_new_key(ctx, state)
+            state = publish_new_key(ctx, state)
+            state = wait_until_old_key_is_quiet(ctx, state)
+            state = deactivate_old_key(ctx, state)
+        except Abort:  # Prefect refused to run the next task: the run was suspended meanwhile
+            stop_if_suspended(ctx, state)
+            raise
         if state.delete_after is not None and state.delete_after <= utcnow():
             state = delete_old_key(ctx, state)
         else:
@@ -91,7 +100,9 @@ def wait_until_old_key_is_quiet(ctx: RotationContext, state: RotationState) -> R
         if check.decision.outcome is Quiet.DEADLINE:
             stop_waiting(ctx, state, check)
         assert check.decision.next_check_at is not None
-        time.sleep(max(0.0, (check.decision.next_check_at - utcnow()).total_seconds()))
+        while (remaining := (check.decision.next_check_at - utcnow()).total_seconds()) > 0:
+            time.sleep(min(remaining, PAUSE_CHECK_SECONDS))
+            stop_if_suspended(ctx, state)
 
 
 def resolve_timings(settings: Settings, *durations: str | None) -> Timings:

@@ -2,4 +2,5 @@
 
 from keyrotor.cli import app
 
-app(prog_name="keyrotor")
+if __name__ == "__main__":
+    app(prog_name="keyrotor")

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from keyrotor.errors import KeyrotorError
+from keyrotor.errors import ConfigurationError, KeyrotorError
 from keyrotor.model import Phase
 from keyrotor.stack.cli import stack_app
 
@@ -103,6 +103,68 @@ def finish(
 
 
 @app.command()
+def rollback(
+    user: Annotated[str, typer.Argument(help="The IAM user whose rotation to undo.")],
+    as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
+) -> None:
+    """Roll USER back to the old key: reactivate it, restore the previous secret in Vault, deactivate the new key.
+
+    Also cancels the scheduled deletion and a paused run. Possible until the old key is deleted; after that it
+    says so and changes nothing. Safe to run again.
+    """
+    try:
+        from keyrotor.flows.rollback import rollback_rotation
+
+        report = rollback_rotation(user_name=user)
+    except KeyrotorError as error:
+        _fail(error, as_json)
+        return
+    if as_json:
+        print(json.dumps(report, default=str))
+    else:
+        _print_rotation(report)
+
+
+@app.command()
+def pause(
+    user: Annotated[str, typer.Argument(help="The IAM user whose running rotation to pause.")],
+    timeout: Annotated[str | None, typer.Option(help="Fail the paused run if not resumed within this long (default: never).")] = None,
+) -> None:
+    """Pause USER's rotation like the Prefect UI's Pause: the flow run is suspended and holds no process.
+
+    Works for rotations running from a deployment (served or on a worker). A paused rotation still blocks other
+    rotations of USER; `keyrotor resume USER` or the UI's Resume continues it.
+    """
+    from keyrotor.connect import Connections
+    from keyrotor.durations import parse_duration
+    from keyrotor.operate import pause_rotation
+
+    try:
+        run_id = pause_rotation(Connections.from_settings(), user, parse_duration(timeout) if timeout else None)
+    except ValueError as error:
+        _fail(ConfigurationError(str(error)), False)
+        return
+    except KeyrotorError as error:
+        _fail(error, False)
+        return
+    out.print(f"Paused the rotation of {user} (flow run {run_id}); no process holds it now.")
+
+
+@app.command()
+def resume(user: Annotated[str, typer.Argument(help="The IAM user whose paused rotation to resume.")]) -> None:
+    """Resume USER's paused rotation: Prefect reschedules the flow run and it continues where it stopped."""
+    from keyrotor.connect import Connections
+    from keyrotor.operate import resume_rotation
+
+    try:
+        run_id = resume_rotation(Connections.from_settings(), user)
+    except KeyrotorError as error:
+        _fail(error, False)
+        return
+    out.print(f"Resumed the rotation of {user} (flow run {run_id}); it continues on the serve process or worker.")
+
+
+@app.command()
 def status(
     user: Annotated[str, typer.Argument(help="The IAM user to look at.")],
     as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
@@ -155,6 +217,9 @@ def serve(
     from keyrotor.deployments.serve import serve_all
 
     serve_all(limit=limit)
+
+
+
 
 
 def _print_report(report: dict[str, Any], as_json: bool) -> None:

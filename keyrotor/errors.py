@@ -57,3 +57,7 @@ class AwsError(KeyrotorError):
 
 class TransientError(KeyrotorError):
     """A failure worth retrying (throttling, 5xx, connection trouble). Only raised inside retry loops."""
+
+
+class RollbackImpossible(PreconditionFailed):
+    """The old key no longer exists (deleted after its grace period), so there is nothing to return to."""

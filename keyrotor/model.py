@@ -77,6 +77,8 @@ class Phase(StrEnum):
     DEACTIVATED = "deactivated"  # old key inactive; deleted when the grace period ends
     COMPLETED = "completed"  # old key deleted (or there was none)
     FAILED = "failed"  # ended without change to the old key (e.g. the new key never verified)
+    REJECTED = "rejected"  # an operator rejected the deactivation: both keys stay active
+    ROLLED_BACK = "rolled_back"  # old key active and back in Vault, new key inactive
 
     @property
     def rank(self) -> int:
@@ -84,14 +86,15 @@ class Phase(StrEnum):
 
     @property
     def terminal(self) -> bool:
-        return self in (Phase.COMPLETED, Phase.FAILED)
+        return self in _ENDINGS
 
     def reached(self, other: Phase) -> bool:
-        """True when this phase is ``other`` or later in the procedure."""
-        return self is not Phase.FAILED and self.rank >= other.rank
+        """True when this phase is ``other`` or later in the procedure (endings other than completed never are)."""
+        return self not in _ENDINGS - {Phase.COMPLETED} and self.rank >= other.rank
 
 
 _PHASE_ORDER = list(Phase)
+_ENDINGS = frozenset({Phase.COMPLETED, Phase.FAILED, Phase.REJECTED, Phase.ROLLED_BACK})
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,12 @@ class RotationState:
     updated_at: datetime | None = None
     updated_by: str | None = None
     last_flow_run_id: str | None = None
+    paused_run_id: str | None = None
+    paused_at: datetime | None = None
+    pause_reason: str | None = None
+    rollback_started_at: datetime | None = None
+    rolled_back_at: datetime | None = None
+    rollback: dict[str, Any] | None = None
     version: int = field(default=0, compare=False)
 
     def timing(self, name: str) -> timedelta:

@@ -9,11 +9,12 @@ from prefect.runtime import flow_run
 
 from keyrotor.connect import Connections, whoami
 from keyrotor.context import RotationContext
-from keyrotor.errors import PreconditionFailed
+from keyrotor.errors import PreconditionFailed, RotationConflict
 from keyrotor.logic import plan_slots
 from keyrotor.model import Phase, RotationState, utcnow
 from keyrotor.settings import Settings, Timings
 from keyrotor.tasks import STEP
+from keyrotor.tasks.pause import prefect_state
 
 
 @task(name="preflight", **STEP)
@@ -50,15 +51,30 @@ def start_rotation(ctx: RotationContext, timings: Timings, overridden: bool) -> 
     logger = get_run_logger()
     previous = ctx.records.load_state()
     now = utcnow()
-    if previous is not None and previous.phase.terminal and ctx.flow_run_id and previous.last_flow_run_id == ctx.flow_run_id:
-        logger.info("This flow run already ended rotation %s (%s)", previous.rotation_id, previous.phase.value)
-        return previous  # a retry of the same flow run: never start a second rotation
+    if previous is not None and previous.phase.terminal and ctx.flow_run_id in _runs_of(previous):
+        logger.info("This flow run's rotation %s has ended (%s)", previous.rotation_id, previous.phase.value)
+        return previous  # a retry or a resume of the same flow run: never start a second rotation
     if previous is not None and not previous.phase.terminal:
         logger.info(
             "Continuing rotation %s of %r from phase %r (started %s by %s)",
             previous.rotation_id, ctx.user_name, previous.phase.value, previous.started_at.isoformat(), previous.started_by,
         )
         changes: dict[str, object] = {}
+        if previous.rollback_started_at is not None:
+            raise RotationConflict(
+                f"a rollback of rotation {previous.rotation_id} started at {previous.rollback_started_at.isoformat()} "
+                f"and did not finish; run `keyrotor rollback {ctx.user_name}` to finish it"
+            )
+        paused_run = previous.paused_run_id or _paused_in_prefect(previous.last_flow_run_id)
+        if paused_run and paused_run != ctx.flow_run_id:
+            raise RotationConflict(
+                f"rotation {previous.rotation_id} of {ctx.user_name!r} is paused (flow run {paused_run}"
+                f"{', since ' + previous.paused_at.isoformat() if previous.paused_at else ''}); resume it in the "
+                f"Prefect UI or with `keyrotor resume {ctx.user_name}`, or roll it back"
+            )
+        if previous.paused_run_id:
+            logger.info("Resuming after the pause of %s", previous.paused_at.isoformat() if previous.paused_at else "?")
+            changes.update(paused_run_id=None, paused_at=None, pause_reason=None)
         if overridden and previous.timings != timings.as_seconds():
             changes["timings"] = timings.as_seconds()
         if previous.halted:
@@ -88,6 +104,19 @@ def start_rotation(ctx: RotationContext, timings: Timings, overridden: bool) -> 
         state.rotation_id, ctx.user_name, state.old_key_id or "(none)", ", ".join(state.keys_before) or "(none)",
     )
     return state
+
+
+def _runs_of(state: RotationState) -> set[str]:
+    return {run for run in (state.flow_run_id, state.last_flow_run_id, state.paused_run_id) if run}
+
+
+def _paused_in_prefect(run_id: str | None) -> str | None:
+    """The run id if Prefect holds that run paused (the pause may not have reached the durable state)."""
+    try:
+        current = prefect_state(run_id)
+    except Exception:  # noqa: BLE001 - Prefect's API being unreachable must not block a rotation
+        return None
+    return run_id if current is not None and current.is_paused() else None
 
 
 @task(name="load-rotation", **STEP)

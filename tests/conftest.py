@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,3 +115,29 @@ def user_factory(iam, connections):  # type: ignore[no-untyped-def]
         return name
 
     return make
+
+
+@pytest.fixture(scope="session")
+def served(stack_environ: dict[str, str], prefect_api: str) -> Iterator[subprocess.Popen[str]]:
+    """``keyrotor serve`` in the background, as a newcomer runs it, until its deployments are registered."""
+    from prefect.client.orchestration import get_client
+
+    env = {**stack_environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    log = (OUTPUT / "serve.log").open("w")
+    process = subprocess.Popen([sys.executable, "-m", "keyrotor", "serve"], env=env, cwd=ROOT,
+                               stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        with get_client(sync_client=True) as client:
+            deadline = time.time() + 90
+            while True:
+                assert process.poll() is None, (OUTPUT / "serve.log").read_text()[-3000:]
+                names = {d.name for d in client.read_deployments()}
+                if {"rotate-access-key", "delete-old-key", "rollback-rotation"} <= names:
+                    break
+                assert time.time() < deadline, names
+                time.sleep(0.5)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from datetime import datetime
-from pathlib import Path
 from uuid import UUID
 
 import pytest
@@ -18,29 +15,6 @@ from tests.helpers import keyrotor_cli
 from tests.integration.test_rotate import active_keys, all_keys, assert_rotated
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def served(stack_environ, prefect_api):  # type: ignore[no-untyped-def]
-    """``keyrotor serve`` in the background, as a newcomer runs it, until its deployments are registered."""
-    env = {**stack_environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "keyrotor", "serve"], env=env, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        with get_client(sync_client=True) as client:
-            deadline = time.time() + 90
-            while True:
-                assert process.poll() is None, process.stderr.read()
-                names = {d.name for d in client.read_deployments()}
-                if {"rotate-access-key", "delete-old-key"} <= names:
-                    break
-                assert time.time() < deadline, names
-                time.sleep(0.5)
-        yield process
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_old_key_is_deleted_by_a_scheduled_run_after_the_grace_period(iam, connections, user_factory, stack_environ,

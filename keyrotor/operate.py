@@ -1,0 +1,63 @@
+"""``keyrotor pause`` and ``keyrotor resume``: what the Prefect UI's Pause and Resume do, from a terminal."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from uuid import UUID
+
+from prefect.flow_runs import resume_flow_run
+
+from keyrotor.connect import Connections
+from keyrotor.errors import PreconditionFailed, RotationConflict
+from keyrotor.model import RotationState
+from keyrotor.tasks.pause import read_run, suspend_run
+
+
+def _rotation(connections: Connections, user_name: str) -> RotationState:
+    connections.iam.ensure_user(user_name)
+    state = connections.records(user_name).load_state()
+    if state is None or state.phase.terminal:
+        raise PreconditionFailed(f"no rotation of {user_name!r} is in progress")
+    return state
+
+
+def pause_rotation(connections: Connections, user_name: str, timeout: timedelta | None, wait: float = 60) -> str:
+    """Suspend the flow run carrying the user's rotation and wait until it has let go; returns its id."""
+    state = _rotation(connections, user_name)
+    if state.paused_run_id:
+        raise PreconditionFailed(f"rotation of {user_name!r} is already paused (flow run {state.paused_run_id})")
+    records = connections.records(user_name)
+    lease = records.read_lease()
+    live = lease is not None and lease.data.get("owner") and \
+        datetime.fromisoformat(lease.data["expires_at"]) > datetime.now(timezone.utc)
+    run_id = (lease.data.get("flow_run_id") if live and lease else None) or state.last_flow_run_id
+    run = read_run(run_id)
+    if run is None or run.deployment_id is None:
+        raise PreconditionFailed(
+            f"rotation of {user_name!r} runs outside a deployment (flow run {run_id}), which Prefect cannot suspend. "
+            f"Stop that process (Ctrl-C); `keyrotor rotate {user_name}` continues it later."
+        )
+    if run.state is None or not (run.state.is_running() or run.state.is_scheduled() or run.state.is_pending()):
+        raise PreconditionFailed(f"flow run {run.name} of {user_name!r} is {run.state.name if run.state else '?'}, not running")
+    suspend_run(str(run.id), timeout)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        current = records.load_state()
+        if current is not None and current.paused_run_id == str(run.id):
+            return str(run.id)
+        time.sleep(0.5)
+    raise RotationConflict(f"flow run {run.name} was suspended but has not stopped within {wait:g}s; check it in the UI")
+
+
+def resume_rotation(connections: Connections, user_name: str) -> str:
+    """Resume the paused flow run of the user's rotation (Prefect reschedules it); returns its id."""
+    state = _rotation(connections, user_name)
+    run_id = state.paused_run_id
+    run = read_run(run_id)
+    if run is None:
+        raise PreconditionFailed(f"rotation of {user_name!r} is not paused")
+    if run.state is None or not run.state.is_paused():
+        raise PreconditionFailed(f"flow run {run.name} is {run.state.name if run.state else '?'}, not paused")
+    resume_flow_run(UUID(str(run.id)))
+    return str(run.id)

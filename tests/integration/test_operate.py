@@ -1,0 +1,189 @@
+"""Operating rotations as the Prefect UI does, against a real Prefect server with the deployments served:
+schedule, suspend during the wait (the UI's own API call), resume, and roll back from every phase."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.flow_runs import resume_flow_run
+
+from keyrotor.apps import SimulatedApp
+from keyrotor.model import Phase
+from keyrotor.tasks.pause import suspend_run
+from tests.helpers import keyrotor_cli
+from tests.integration.test_rotate import active_keys, all_keys, assert_rotated
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for(predicate, what: str, timeout: float = 90):  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while not (result := predicate()):
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+    return result
+
+
+def processes_of(run_id: str) -> list[int]:
+    """Live processes carrying this flow run (Prefect passes the run id to the process it starts)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and f"PREFECT__FLOW_RUN_ID={run_id}".encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def run_state(run_id: str):  # type: ignore[no-untyped-def]
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(UUID(run_id)).state
+
+
+def schedule_rotation(user: str, **timings: str) -> str:
+    """What "Run" on the deployment does in the UI: a flow run of rotate-access-key, a moment from now."""
+    run = run_deployment(
+        "rotate-access-key/rotate-access-key",
+        parameters={"user_name": user, "poll_interval": "1s", "grace_period": "0s", **timings},
+        scheduled_time=datetime.now(timezone.utc) + timedelta(seconds=1),
+        timeout=0,
+    )
+    return str(run.id)
+
+
+@pytest.mark.parametrize("how", ["ui-pause/cli-resume", "cli-pause/ui-resume"])
+def test_paused_during_the_wait_holds_no_process_and_resumes_to_the_end(
+    how, iam, connections, user_factory, stack_environ, served
+) -> None:
+    user = user_factory("pause")
+    old = active_keys(iam, user)[0]
+    records = connections.records(user)
+    app = SimulatedApp(user, records, refresh=0.5)
+    app.start()
+    try:
+        run_id = schedule_rotation(user, quiet_period="8s")
+        wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.PUBLISHED, "the wait")
+        if how.startswith("ui"):
+            suspend_run(run_id, timedelta(minutes=5))  # the same call the UI's Pause makes
+        else:
+            paused = keyrotor_cli(stack_environ, "pause", user)
+            assert paused.returncode == 0, paused.stderr
+        wait_for(lambda: (s := records.load_state()) is not None and s.paused_run_id == run_id, "the durable pause")
+        assert run_state(run_id).is_paused()
+        wait_for(lambda: not processes_of(run_id), "the run's process to exit", timeout=30)
+        assert not (records.read_lease().data.get("owner"))
+
+        second = keyrotor_cli(stack_environ, "rotate", user)
+        assert second.returncode == 4 and "paused" in second.stderr
+
+        if how.endswith("cli-resume"):
+            resumed = keyrotor_cli(stack_environ, "resume", user)
+            assert resumed.returncode == 0, resumed.stderr
+        else:
+            resume_flow_run(UUID(run_id))
+        wait_for(lambda: run_state(run_id).is_final(), "the resumed run to finish", timeout=120)
+        assert run_state(run_id).is_completed(), run_state(run_id)
+    finally:
+        stats = app.stop()
+    assert_rotated(iam, connections, user, old)
+    assert stats.errors == []
+    history = list(reversed(records.state_history()))
+    assert {s.new_key_id for s in history if s.new_key_id} == {history[-1].new_key_id}, "one new key, never two"
+    ranks = [s.phase.rank for s in history]
+    assert ranks == sorted(ranks), "phases never went backwards"
+    assert [s.phase for s in history if s.paused_run_id] == [Phase.PUBLISHED]
+
+
+def rollback_and_check(iam, connections, stack_environ, user: str, old: str) -> dict:  # type: ignore[no-untyped-def]
+    records = connections.records(user)
+    before = records.load_state()
+    result = keyrotor_cli(stack_environ, "rollback", user, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["phase"] == "rolled_back"
+    keys = all_keys(iam, user)
+    assert keys[old] == "Active"
+    if before.new_key_id in keys:
+        assert keys[before.new_key_id] == "Inactive"
+    credentials = records.published_credentials()
+    assert credentials.key_id == old
+    versions = records.kv.current_version(records.paths.secret)
+    assert records.stashed() is None
+
+    again = keyrotor_cli(stack_environ, "rollback", user, "--json")  # idempotent
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert all_keys(iam, user) == keys and records.kv.current_version(records.paths.secret) == versions
+    return report
+
+
+@pytest.mark.parametrize("failpoint", ["saved-created", "saved-verified", "saved-published"])
+def test_rollback_of_an_interrupted_rotation(iam, connections, user_factory, stack_environ, failpoint) -> None:
+    user = user_factory("rb-" + failpoint.split("-")[1])
+    old = active_keys(iam, user)[0]
+    killed = keyrotor_cli({**stack_environ, "KEYROTOR_FAILPOINT": failpoint}, "rotate", user)
+    assert killed.returncode == -signal.SIGKILL
+    rollback_and_check(iam, connections, stack_environ, user, old)
+    assert keyrotor_cli(stack_environ, "rotate", user).returncode == 0, "a new rotation can start after a rollback"
+
+
+def test_rollback_while_waiting_for_a_key_still_in_use(iam, connections, user_factory, stack_environ) -> None:
+    user = user_factory("rb-waiting")
+    old = active_keys(iam, user)[0]
+    app = SimulatedApp(user, connections.records(user), refresh=10_000)  # keeps the old key busy
+    app.start()
+    try:
+        stuck = keyrotor_cli(stack_environ, "rotate", user, "--max-wait", "3s")
+        assert stuck.returncode == 6
+        report = rollback_and_check(iam, connections, stack_environ, user, old)
+    finally:
+        stats = app.stop()
+    assert report["rollback"]["from_phase"] == "published"
+    assert stats.errors == []
+
+
+def test_rollback_after_deactivation_cancels_the_scheduled_deletion(iam, connections, user_factory, stack_environ,
+                                                                    served) -> None:
+    user = user_factory("rb-deact")
+    old = active_keys(iam, user)[0]
+    rotated = keyrotor_cli(stack_environ, "rotate", user, "--grace-period", "10m", "--json")
+    assert rotated.returncode == 0, rotated.stderr
+    deletion = json.loads(rotated.stdout)["deletion_run_id"]
+    assert deletion and all_keys(iam, user)[old] == "Inactive"
+    report = rollback_and_check(iam, connections, stack_environ, user, old)
+    assert deletion in report["rollback"]["cancelled_runs"]
+    assert run_state(deletion).is_cancelled()
+
+
+def test_rollback_of_a_paused_rotation(iam, connections, user_factory, stack_environ, served) -> None:
+    user = user_factory("rb-paused")
+    old = active_keys(iam, user)[0]
+    records = connections.records(user)
+    run_id = schedule_rotation(user, quiet_period="30s")
+    wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.PUBLISHED, "the wait")
+    suspend_run(run_id)
+    wait_for(lambda: records.load_state().paused_run_id == run_id, "the durable pause")
+    report = rollback_and_check(iam, connections, stack_environ, user, old)
+    assert run_id in report["rollback"]["cancelled_runs"]
+    assert run_state(run_id).is_cancelled()
+
+
+def test_rollback_after_the_old_key_was_deleted_is_refused(iam, connections, user_factory, stack_environ) -> None:
+    user = user_factory("rb-late")
+    old = active_keys(iam, user)[0]
+    assert keyrotor_cli(stack_environ, "rotate", user).returncode == 0
+    keys, versions = all_keys(iam, user), connections.records(user).kv.current_version(connections.records(user).paths.secret)
+    result = keyrotor_cli(stack_environ, "rollback", user)
+    assert result.returncode == 3
+    assert "impossible" in result.stderr and old in result.stderr and "deleted at" in result.stderr
+    assert all_keys(iam, user) == keys
+    assert connections.records(user).kv.current_version(connections.records(user).paths.secret) == versions
