@@ -11,12 +11,15 @@ from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 
 from keyrotor.flows.delete_old_key import delete_old_key_after_grace
+from keyrotor.flows.finish_due import finish_due_deletions
 from keyrotor.flows.rollback import rollback_rotation
 from keyrotor.flows.rotate import rotate_access_key
 
 ROTATE = "rotate-access-key"
 DELETE = "delete-old-key"
 ROLLBACK = "rollback-rotation"
+SWEEP = "finish-due-deletions"
+SWEEP_CRON = "17 * * * *"  # hourly, off the full hour
 
 
 def build_deployments() -> list[RunnerDeployment]:
@@ -35,6 +38,12 @@ def build_deployments() -> list[RunnerDeployment]:
         rollback_rotation.to_deployment(
             name=ROLLBACK,
             description="Return a user to the old key: reactivate it, restore the previous secret, deactivate the new key.",
+            tags=["keyrotor"],
+        ),
+        finish_due_deletions.to_deployment(
+            name=SWEEP,
+            description="Hourly safety net: delete every old key whose grace period is over (from Vault's records).",
+            cron=SWEEP_CRON,
             tags=["keyrotor"],
         ),
     ]

@@ -64,9 +64,12 @@ def prefect_api(stack_environ: dict[str, str]) -> Iterator[str]:
     """Point this process's Prefect client at the stack's Prefect server."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from prefect.logging.handlers import APILogWorker
+
     url = stack_environ["PREFECT_API_URL"]
     with temporary_settings(updates={PREFECT_API_URL: url}):
         yield url
+        APILogWorker.drain_all(timeout=10)  # send in-process flow logs before the server stops
 
 
 @pytest.fixture
@@ -132,7 +135,7 @@ def served(stack_environ: dict[str, str], prefect_api: str) -> Iterator[subproce
             while True:
                 assert process.poll() is None, (OUTPUT / "serve.log").read_text()[-3000:]
                 names = {d.name for d in client.read_deployments()}
-                if {"rotate-access-key", "delete-old-key", "rollback-rotation"} <= names:
+                if {"rotate-access-key", "delete-old-key", "rollback-rotation", "finish-due-deletions"} <= names:
                     break
                 assert time.time() < deadline, names
                 time.sleep(0.5)

@@ -62,3 +62,18 @@ def test_finish_deletes_when_due_without_a_served_deployment(iam, connections, u
     assert finished.returncode == 0, finished.stderr
     assert json.loads(finished.stdout)["phase"] == "completed"
     assert_rotated(iam, connections, user, old)
+
+
+def test_the_sweep_finishes_a_due_deletion_whose_scheduled_run_was_lost(iam, connections, user_factory,
+                                                                         stack_environ, local_env) -> None:
+    from keyrotor.flows.finish_due import finish_due_deletions
+
+    user = user_factory("sweep")
+    old = active_keys(iam, user)[0]
+    env = {**stack_environ, "KEYROTOR_DELETE_DEPLOYMENT": "no-such/deployment"}  # as if the run were lost
+    result = keyrotor_cli(env, "rotate", user, "--grace-period", "1s")
+    assert result.returncode == 0, result.stderr
+    time.sleep(1.5)
+    report = finish_due_deletions()
+    assert user in report["finished"] and user not in report["failed"]
+    assert_rotated(iam, connections, user, old)

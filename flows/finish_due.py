@@ -1,0 +1,34 @@
+"""``finish-due-deletions``: a safety net that deletes every old key whose grace period is over.
+
+Each rotation schedules its own ``delete-old-key`` run; this sweep (hourly when served) also finds, from the
+durable state in Vault alone, any deletion that is due but was never run: its scheduled run was lost with the
+Prefect database, or the rotation ran where no deployment existed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from keyrotor.errors import KeyrotorError
+from keyrotor.flows.delete_old_key import delete_old_key_after_grace
+from keyrotor.settings import Settings
+from keyrotor.tasks.sweep import due_deletions
+
+
+@flow(name="finish-due-deletions", persist_result=False)
+def finish_due_deletions() -> dict[str, Any]:
+    """Run ``delete-old-key`` for every rotation whose old key is due for deletion; one failure stops no other."""
+    logger = get_run_logger()
+    done: list[str] = []
+    failed: dict[str, str] = {}
+    for user_name in due_deletions(Settings()):
+        try:
+            delete_old_key_after_grace(user_name=user_name)
+            done.append(user_name)
+        except KeyrotorError as error:
+            failed[user_name] = str(error)
+            logger.warning("Could not finish %r: %s", user_name, error)
+    logger.info("Finished %d due deletion(s); %d failed", len(done), len(failed))
+    return {"finished": done, "failed": failed}
