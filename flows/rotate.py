@@ -19,8 +19,9 @@ from keyrotor.errors import ConfigurationError, KeyrotorError
 from keyrotor.flows import refused
 from keyrotor.context import RotationContext
 from keyrotor.logic import Quiet
-from keyrotor.model import Phase, RotationState, utcnow
+from keyrotor.model import LastUsed, Phase, RotationState, utcnow
 from keyrotor.settings import Settings, Timings
+from keyrotor.tasks.approval import ask_approval, reject_rotation
 from keyrotor.tasks.keys import (
     check_old_key,
     create_new_key,
@@ -46,6 +47,7 @@ def rotate_access_key(
     poll_interval: str | None = None,
     max_wait: str | None = None,
     grace_period: str | None = None,
+    require_approval: bool = False,
 ) -> dict[str, Any] | State:
     """Rotate ``user_name``'s access key, or continue the rotation in progress.
 
@@ -55,14 +57,15 @@ def rotate_access_key(
         poll_interval: How often to check the old key's last use while waiting (e.g. "15m").
         max_wait: Stop waiting after this long, leaving both keys active (e.g. "7d").
         grace_period: Keep the deactivated old key this long before deleting it (e.g. "7d"; "0s" deletes at once).
+        require_approval: Before deactivating, pause with the last-used evidence until an operator approves.
     """
     try:
-        return rotate(user_name, quiet_period, poll_interval, max_wait, grace_period)
+        return rotate(user_name, quiet_period, poll_interval, max_wait, grace_period, require_approval=require_approval)
     except KeyrotorError as error:
         return refused(error)
 
 
-def rotate(user_name: str, *durations: str | None) -> dict[str, Any]:
+def rotate(user_name: str, *durations: str | None, require_approval: bool = False) -> dict[str, Any]:
     """The procedure itself (see :func:`rotate_access_key`)."""
     settings = Settings()
     timings = resolve_timings(settings, *durations)
@@ -76,7 +79,12 @@ def rotate(user_name: str, *durations: str | None) -> dict[str, Any]:
             state = create_new_key(ctx, state)
             state = verify_new_key(ctx, state)
             state = publish_new_key(ctx, state)
-            state = wait_until_old_key_is_quiet(ctx, state)
+            state, evidence = wait_until_old_key_is_quiet(ctx, state)
+            if require_approval and evidence is not None and state.phase is Phase.PUBLISHED:
+                answer = ask_approval(ctx, state, evidence, timings.max_wait)
+                if not answer.approve:
+                    state = reject_rotation(ctx, state, answer.note)
+                    return summarize(state)
             state = deactivate_old_key(ctx, state)
         except Abort:  # Prefect refused to run the next task: the run was suspended meanwhile
             stop_if_suspended(ctx, state)
@@ -89,14 +97,17 @@ def rotate(user_name: str, *durations: str | None) -> dict[str, Any]:
     return summarize(state)
 
 
-def wait_until_old_key_is_quiet(ctx: RotationContext, state: RotationState) -> RotationState:
-    """Poll the old key's last use until it has been quiet for the quiet period, or stop at the deadline."""
+def wait_until_old_key_is_quiet(ctx: RotationContext, state: RotationState) -> tuple[RotationState, LastUsed | None]:
+    """Poll the old key's last use until it has been quiet for the quiet period, or stop at the deadline.
+
+    Returns the state and the last-used evidence that showed the key quiet (None when there was nothing to wait for).
+    """
     if state.phase is not Phase.PUBLISHED or state.old_key_id is None:
-        return state
+        return state, None
     while True:
         check = check_old_key(ctx, state)
         if check.decision.outcome is Quiet.QUIET:
-            return state
+            return state, check.last_used
         if check.decision.outcome is Quiet.DEADLINE:
             stop_waiting(ctx, state, check)
         assert check.decision.next_check_at is not None

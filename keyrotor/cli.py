@@ -39,6 +39,10 @@ QUIET = "How long the old key must go unused after the new key is published, e.g
 POLL = "How often the old key's last use is checked while waiting. [env: KEYROTOR_POLL_INTERVAL; default 15m]"
 MAX_WAIT = "Stop waiting after this long: both keys then stay active and you decide. [env: KEYROTOR_MAX_WAIT; default 7d]"
 GRACE = "Keep the deactivated old key this long before deleting it; 0s deletes at once. [env: KEYROTOR_GRACE_PERIOD; default 7d]"
+APPROVAL = (
+    "Before deactivating the old key, wait for an operator's approval: a form in the Prefect UI shows the last-used "
+    "evidence (or answer with `keyrotor resume USER --approve/--reject`)."
+)
 JSON = "Print one JSON object on stdout for scripts (logs still go to stderr)."
 
 
@@ -56,6 +60,7 @@ def rotate(
     poll_interval: Annotated[str | None, typer.Option(help=POLL)] = None,
     max_wait: Annotated[str | None, typer.Option(help=MAX_WAIT)] = None,
     grace_period: Annotated[str | None, typer.Option(help=GRACE)] = None,
+    require_approval: Annotated[bool, typer.Option(help=APPROVAL)] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
 ) -> None:
     """Rotate USER's access key end to end, or continue the rotation in progress.
@@ -79,6 +84,7 @@ def rotate(
             poll_interval=poll_interval,
             max_wait=max_wait,
             grace_period=grace_period,
+            require_approval=require_approval,
         )
     except KeyrotorError as error:
         _fail(error, as_json)
@@ -151,13 +157,21 @@ def pause(
 
 
 @app.command()
-def resume(user: Annotated[str, typer.Argument(help="The IAM user whose paused rotation to resume.")]) -> None:
+def resume(
+    user: Annotated[str, typer.Argument(help="The IAM user whose paused rotation to resume.")],
+    approve: Annotated[
+        bool | None,
+        typer.Option("--approve/--reject", help="The answer for a rotation waiting for approval to deactivate."),
+    ] = None,
+    note: Annotated[str, typer.Option(help="Why, with --approve/--reject (kept in the rotation's state).")] = "",
+) -> None:
     """Resume USER's paused rotation: Prefect reschedules the flow run and it continues where it stopped."""
     from keyrotor.connect import Connections
     from keyrotor.operate import resume_rotation
 
+    answer = None if approve is None else {"approve": approve, "note": note}
     try:
-        run_id = resume_rotation(Connections.from_settings(), user)
+        run_id = resume_rotation(Connections.from_settings(), user, answer)
     except KeyrotorError as error:
         _fail(error, False)
         return

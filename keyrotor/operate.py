@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 from uuid import UUID
 
 from prefect.flow_runs import resume_flow_run
@@ -50,14 +51,20 @@ def pause_rotation(connections: Connections, user_name: str, timeout: timedelta 
     raise RotationConflict(f"flow run {run.name} was suspended but has not stopped within {wait:g}s; check it in the UI")
 
 
-def resume_rotation(connections: Connections, user_name: str) -> str:
-    """Resume the paused flow run of the user's rotation (Prefect reschedules it); returns its id."""
+def resume_rotation(connections: Connections, user_name: str, run_input: dict[str, Any] | None = None) -> str:
+    """Resume the paused flow run of the user's rotation, with the approval answer if it waits for one.
+
+    A suspended run is rescheduled by Prefect; a run paused in its own process (started from the command line,
+    waiting for approval) continues there. Returns the run's id.
+    """
     state = _rotation(connections, user_name)
-    run_id = state.paused_run_id
-    run = read_run(run_id)
+    lease = connections.records(user_name).read_lease()
+    candidates = [state.paused_run_id, lease.data.get("flow_run_id") if lease else None, state.last_flow_run_id]
+    run = next((r for r in map(read_run, candidates) if r is not None and r.state is not None and r.state.is_paused()), None)
     if run is None:
         raise PreconditionFailed(f"rotation of {user_name!r} is not paused")
-    if run.state is None or not run.state.is_paused():
-        raise PreconditionFailed(f"flow run {run.name} is {run.state.name if run.state else '?'}, not paused")
-    resume_flow_run(UUID(str(run.id)))
+    waits_for_input = bool(run.state and run.state.state_details.run_input_keyset)
+    if waits_for_input and run_input is None:
+        raise PreconditionFailed(f"flow run {run.name} waits for approval: answer with --approve or --reject")
+    resume_flow_run(UUID(str(run.id)), run_input=run_input if waits_for_input else None)
     return str(run.id)

@@ -50,11 +50,11 @@ def run_state(run_id: str):  # type: ignore[no-untyped-def]
         return client.read_flow_run(UUID(run_id)).state
 
 
-def schedule_rotation(user: str, **timings: str) -> str:
+def schedule_rotation(user: str, **parameters: object) -> str:
     """What "Run" on the deployment does in the UI: a flow run of rotate-access-key, a moment from now."""
     run = run_deployment(
         "rotate-access-key/rotate-access-key",
-        parameters={"user_name": user, "poll_interval": "1s", "grace_period": "0s", **timings},
+        parameters={"user_name": user, "poll_interval": "1s", "grace_period": "0s", **parameters},
         scheduled_time=datetime.now(timezone.utc) + timedelta(seconds=1),
         timeout=0,
     )
@@ -102,6 +102,39 @@ def test_paused_during_the_wait_holds_no_process_and_resumes_to_the_end(
     ranks = [s.phase.rank for s in history]
     assert ranks == sorted(ranks), "phases never went backwards"
     assert [s.phase for s in history if s.paused_run_id] == [Phase.PUBLISHED]
+
+
+@pytest.mark.parametrize("approve", [True, False], ids=["approve", "reject"])
+def test_approval_gate_pauses_with_the_evidence_then_approve_or_reject(
+    approve, iam, connections, user_factory, stack_environ, served
+) -> None:
+    user = user_factory("approval")
+    old = active_keys(iam, user)[0]
+    records = connections.records(user)
+    run_id = schedule_rotation(user, quiet_period="2s", require_approval=True)
+    state = wait_for(lambda: (s := records.load_state()) is not None and s.pause_reason and s, "the approval pause")
+    assert "approval" in state.pause_reason and run_state(run_id).is_paused()
+    assert set(all_keys(iam, user).values()) == {"Active"} and len(all_keys(iam, user)) == 2
+    wait_for(lambda: not processes_of(run_id), "the suspended run's process to exit", timeout=30)
+    keyset = run_state(run_id).state_details.run_input_keyset
+    with get_client(sync_client=True) as client:
+        description = client.read_flow_run_input(UUID(run_id), keyset["description"])
+    assert old in description and ("never used" in description or "last used" in description)
+
+    if approve:
+        answered = keyrotor_cli(stack_environ, "resume", user, "--approve")
+        assert answered.returncode == 0, answered.stderr
+    else:
+        resume_flow_run(UUID(run_id), run_input={"approve": False, "note": "billing still uses it"})
+    wait_for(lambda: run_state(run_id).is_final(), "the answered run to finish", timeout=120)
+    assert run_state(run_id).is_completed()
+    if approve:
+        assert_rotated(iam, connections, user, old)
+    else:
+        final = records.load_state()
+        assert final.phase is Phase.REJECTED and "billing still uses it" in final.error
+        assert set(all_keys(iam, user).values()) == {"Active"} and len(all_keys(iam, user)) == 2
+        assert records.published().key_id == final.new_key_id
 
 
 def rollback_and_check(iam, connections, stack_environ, user: str, old: str) -> dict:  # type: ignore[no-untyped-def]
