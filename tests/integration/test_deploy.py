@@ -1,0 +1,53 @@
+"""``prefect deploy --all`` with prefect.yaml, a process work pool and a worker, as README shows it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from keyrotor.stack.services import LocalStack, StackPorts
+from tests.conftest import OUTPUT, ROOT
+from tests.integration.test_rotate import active_keys, assert_rotated
+
+pytestmark = pytest.mark.integration
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def test_prefect_deploy_all_runs_a_rotation_on_a_process_worker(iam, connections, user_factory, stack_environ) -> None:
+    with LocalStack.start(OUTPUT / "deploy-stack", StackPorts(0, 0, 0), services=("prefect",)) as own:
+        env = {**stack_environ, "PREFECT_API_URL": own.env["PREFECT_API_URL"], "PREFECT_WORKER_QUERY_SECONDS": "1"}
+        for command in (["work-pool", "create", "keyrotor", "--type", "process"], ["--no-prompt", "deploy", "--all"]):
+            done = subprocess.run([PREFECT, *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        log = (OUTPUT / "worker.log").open("w")
+        worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "keyrotor"], cwd=ROOT, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: own.env["PREFECT_API_URL"]}):
+                with get_client(sync_client=True) as client:
+                    deployments = {d.name: d for d in client.read_deployments()}
+                assert set(deployments) == {"rotate-access-key", "delete-old-key", "rollback-rotation",
+                                            "finish-due-deletions"}
+                assert all(d.work_pool_name == "keyrotor" for d in deployments.values())
+                assert [s.schedule.cron for s in deployments["finish-due-deletions"].schedules] == ["17 * * * *"]
+
+                user = user_factory("deployed")
+                old = active_keys(iam, user)[0]
+                run = run_deployment(
+                    "rotate-access-key/rotate-access-key",
+                    parameters={"user_name": user, "quiet_period": "2s", "poll_interval": "0.5s", "grace_period": "0s"},
+                    timeout=240,
+                )
+            assert run.state is not None and run.state.is_completed(), (run.state, (OUTPUT / "worker.log").read_text()[-3000:])
+            assert_rotated(iam, connections, user, old)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+            log.close()
