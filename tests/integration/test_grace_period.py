@@ -21,7 +21,7 @@ def test_old_key_is_deleted_by_a_scheduled_run_after_the_grace_period(iam, conne
                                                                        served) -> None:
     user = user_factory("grace")
     old = active_keys(iam, user)[0]
-    result = keyrotor_cli(stack_environ, "rotate", user, "--grace-period", "8s", "--json")
+    result = keyrotor_cli(stack_environ, "rotate", user, "--grace-period", "25s", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["phase"] == "deactivated" and report["deletion_run_id"]
