@@ -15,9 +15,9 @@ from prefect.exceptions import Abort
 from prefect.states import State
 from pydantic import ValidationError
 
+from keyrotor.context import RotationContext
 from keyrotor.errors import ConfigurationError, KeyrotorError
 from keyrotor.flows import refused
-from keyrotor.context import RotationContext
 from keyrotor.logic import Quiet
 from keyrotor.model import LastUsed, Phase, RotationState, utcnow
 from keyrotor.settings import Settings, Timings
@@ -35,7 +35,6 @@ from keyrotor.tasks.pause import stop_if_suspended
 from keyrotor.tasks.preflight import preflight, start_rotation
 from keyrotor.tasks.schedule import schedule_deletion
 from keyrotor.tasks.vault import publish_new_key
-
 
 PAUSE_CHECK_SECONDS = 2.0
 
@@ -120,7 +119,7 @@ def resolve_timings(settings: Settings, *durations: str | None) -> Timings:
     """The settings' timings with this run's explicit durations applied; bad input is a ConfigurationError."""
     names = ("quiet_period", "poll_interval", "max_wait", "grace_period")
     try:
-        return settings.timings.with_overrides(**dict(zip(names, durations)))
+        return settings.timings.with_overrides(**dict(zip(names, durations, strict=False)))
     except (ValidationError, ValueError) as error:
         raise ConfigurationError(_first_error(error)) from None
 

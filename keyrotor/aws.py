@@ -6,7 +6,7 @@ error and is translated once, here, into a keyrotor error that says what to do.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import boto3
@@ -85,7 +85,9 @@ class Boto3Iam:
 
     def account_id(self) -> str:
         if self._account_id is None:
-            self._account_id = str(self._call("identify keyrotor's AWS account", self._sts, "get_caller_identity")["Account"])
+            self._account_id = str(
+                self._call("identify keyrotor's AWS account", self._sts, "get_caller_identity")["Account"]
+            )
         return self._account_id
 
     def ensure_user(self, user_name: str) -> None:
@@ -108,7 +110,9 @@ class Boto3Iam:
         return sorted(keys, key=lambda key: key.created)
 
     def create_key(self, user_name: str) -> NewCredentials:
-        response = self._call(f"create an access key for {user_name!r}", self._iam, "create_access_key", UserName=user_name)
+        response = self._call(
+            f"create an access key for {user_name!r}", self._iam, "create_access_key", UserName=user_name
+        )
         key = response["AccessKey"]
         return NewCredentials(key_id=key["AccessKeyId"], secret=SecretStr(key["SecretAccessKey"]))
 
@@ -123,7 +127,13 @@ class Boto3Iam:
         )
 
     def delete_key(self, user_name: str, key_id: str) -> None:
-        self._call(f"delete key {key_id} of {user_name!r}", self._iam, "delete_access_key", UserName=user_name, AccessKeyId=key_id)
+        self._call(
+            f"delete key {key_id} of {user_name!r}",
+            self._iam,
+            "delete_access_key",
+            UserName=user_name,
+            AccessKeyId=key_id,
+        )
 
     def last_used(self, key_id: str) -> LastUsed:
         response = self._call(f"read last use of {key_id}", self._iam, "get_access_key_last_used", AccessKeyId=key_id)
@@ -158,7 +168,7 @@ class Boto3Iam:
 
 
 def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _known(value: str | None) -> str | None:

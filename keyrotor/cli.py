@@ -37,7 +37,9 @@ err = Console(stderr=True)
 
 QUIET = "How long the old key must go unused after the new key is published, e.g. 90s, 15m, 24h, 7d. [env: KEYROTOR_QUIET_PERIOD; default 1d]"
 POLL = "How often the old key's last use is checked while waiting. [env: KEYROTOR_POLL_INTERVAL; default 15m]"
-MAX_WAIT = "Stop waiting after this long: both keys then stay active and you decide. [env: KEYROTOR_MAX_WAIT; default 7d]"
+MAX_WAIT = (
+    "Stop waiting after this long: both keys then stay active and you decide. [env: KEYROTOR_MAX_WAIT; default 7d]"
+)
 GRACE = "Keep the deactivated old key this long before deleting it; 0s deletes at once. [env: KEYROTOR_GRACE_PERIOD; default 7d]"
 APPROVAL = (
     "Before deactivating the old key, wait for an operator's approval: a form in the Prefect UI shows the last-used "
@@ -134,7 +136,9 @@ def rollback(
 @app.command()
 def pause(
     user: Annotated[str, typer.Argument(help="The IAM user whose running rotation to pause.")],
-    timeout: Annotated[str | None, typer.Option(help="Fail the paused run if not resumed within this long (default: never).")] = None,
+    timeout: Annotated[
+        str | None, typer.Option(help="Fail the paused run if not resumed within this long (default: never).")
+    ] = None,
 ) -> None:
     """Pause USER's rotation like the Prefect UI's Pause: the flow run is suspended and holds no process.
 
@@ -207,7 +211,9 @@ def demo(
     moto_port: Annotated[int, typer.Option(help="moto's port (0: any free port).")] = 5000,
     vault_port: Annotated[int, typer.Option(help="OpenBao's port (0: any free port).")] = 8200,
     prefect_port: Annotated[int, typer.Option(help="Prefect server's port (0: any free port).")] = 4200,
-    stop: Annotated[bool, typer.Option("--stop/--keep", help="Stop the stack at the end (default: keep it for the UI).")] = False,
+    stop: Annotated[
+        bool, typer.Option("--stop/--keep", help="Stop the stack at the end (default: keep it for the UI).")
+    ] = False,
 ) -> None:
     """Start the local stack and rotate three demo users while simulated applications keep calling AWS.
 
@@ -235,7 +241,6 @@ def serve(
 
 
 
-
 def _print_report(report: dict[str, Any], as_json: bool) -> None:
     """Print a rotation's outcome; exit non-zero unless it reached its end for this run."""
     if as_json:
@@ -243,14 +248,25 @@ def _print_report(report: dict[str, Any], as_json: bool) -> None:
     else:
         _print_rotation(report)
     if report["phase"] not in (Phase.COMPLETED, Phase.DEACTIVATED):
-        err.print(f"[bold red]rotation ended in phase {report['phase']}:[/] {report.get('error') or ''}", highlight=False)
+        err.print(
+            f"[bold red]rotation ended in phase {report['phase']}:[/] {report.get('error') or ''}", highlight=False
+        )
         raise typer.Exit(1)
 
 
 def _print_rotation(report: dict[str, Any]) -> None:
     table = Table(title=f"rotation {report['rotation_id']} of {report['user_name']}", show_header=False)
-    for field in ("phase", "old_key_id", "new_key_id", "started_at", "published_at", "deactivated_at", "delete_after",
-                  "deletion_run_id", "completed_at"):
+    for field in (
+        "phase",
+        "old_key_id",
+        "new_key_id",
+        "started_at",
+        "published_at",
+        "deactivated_at",
+        "delete_after",
+        "deletion_run_id",
+        "completed_at",
+    ):
         if report.get(field) is not None:
             table.add_row(field.replace("_", " "), str(report[field]))
     out.print(table)
@@ -258,17 +274,28 @@ def _print_rotation(report: dict[str, Any]) -> None:
 
 def _print_status(report: dict[str, Any]) -> None:
     rotation = report["rotation"] or {}
-    out.print(f"[bold]{report['user']}[/] in account {report['account_id']}; Vault {report['secret_path']} "
-              f"names {report['published_key_id'] or 'no key'}")
+    out.print(
+        f"[bold]{report['user']}[/] in account {report['account_id']}; Vault {report['secret_path']} "
+        f"names {report['published_key_id'] or 'no key'}"
+    )
     keys = Table("key", "status", "created", "last used", "service", "in Vault", "rotation role")
     for key in report["keys"]:
         used = key["last_used"]
-        keys.add_row(key["key_id"], key["status"], key["created"], used["used_at"] or "never", used["service"] or "",
-                     "yes" if key["published_in_vault"] else "", key["role"])
+        keys.add_row(
+            key["key_id"],
+            key["status"],
+            key["created"],
+            used["used_at"] or "never",
+            used["service"] or "",
+            "yes" if key["published_in_vault"] else "",
+            key["role"],
+        )
     out.print(keys)
     if rotation:
-        out.print(f"rotation {rotation['rotation_id']}: phase [bold]{rotation['phase']}[/], started "
-                  f"{rotation['started_at']} by {rotation['started_by']}")
+        out.print(
+            f"rotation {rotation['rotation_id']}: phase [bold]{rotation['phase']}[/], started "
+            f"{rotation['started_at']} by {rotation['started_by']}"
+        )
     if report["lease"]:
         out.print(f"held by {report['lease']['holder']} until {report['lease']['expires_at']}")
     out.print(f"next: {report['next']}")

@@ -11,7 +11,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -85,14 +85,18 @@ def _run(stack: LocalStack, console: Console) -> bool:
     iam = boto3.client("iam")
     users = demo_users(uuid.uuid4().hex[:4])
     apps = {}
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for user in users:
         records = connections.records(user.name)
         key_ids = create_user_with_keys(iam, records, user.name, keys=user.keys)
         user.old_key = key_ids[0]
         for key_id in key_ids:
-            backdate_key(stack.env["AWS_ENDPOINT_URL"], key_id, now - timedelta(days=user.age_days),
-                         last_used=now - timedelta(minutes=5))
+            backdate_key(
+                stack.env["AWS_ENDPOINT_URL"],
+                key_id,
+                now - timedelta(days=user.age_days),
+                last_used=now - timedelta(minutes=5),
+            )
         apps[user.name] = SimulatedApp(user.name, records, refresh=user.refresh, interval=0.25)
         apps[user.name].start()
         console.print(f"  created [bold]{user.name}[/]: {user.case}; its app re-reads Vault every {user.refresh:g}s")
@@ -135,8 +139,11 @@ def _table(users: list[DemoUser]) -> Table:
         start = report.get("started_at")
         timeline = ", ".join(
             f"{label} +{_seconds(start, report[name])}"
-            for label, name in (("published", "published_at"), ("deactivated", "deactivated_at"),
-                                ("deleted", "completed_at"))
+            for label, name in (
+                ("published", "published_at"),
+                ("deactivated", "deactivated_at"),
+                ("deleted", "completed_at"),
+            )
             if start and report.get(name)
         )
         table.add_row(

@@ -127,8 +127,7 @@ def next_step(state: RotationState | None, now: datetime) -> str:
         if state.halted:
             return f"stopped: {state.halted}; an operator decides (re-run rotate to keep waiting)"
         quiet = state.timing("quiet_period")
-        return (
-            f"deactivate the old key once it has been unused for {quiet} after the publish"
-            + (f"; gives up at {state.wait_deadline.isoformat()}" if state.wait_deadline else "")
+        return f"deactivate the old key once it has been unused for {quiet} after the publish" + (
+            f"; gives up at {state.wait_deadline.isoformat()}" if state.wait_deadline else ""
         )
     return f"continue from phase {state.phase.value!r} (a run was interrupted or is running)"

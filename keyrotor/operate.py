@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -30,8 +30,11 @@ def pause_rotation(connections: Connections, user_name: str, timeout: timedelta 
         raise PreconditionFailed(f"rotation of {user_name!r} is already paused (flow run {state.paused_run_id})")
     records = connections.records(user_name)
     lease = records.read_lease()
-    live = lease is not None and lease.data.get("owner") and \
-        datetime.fromisoformat(lease.data["expires_at"]) > datetime.now(timezone.utc)
+    live = (
+        lease is not None
+        and lease.data.get("owner")
+        and datetime.fromisoformat(lease.data["expires_at"]) > datetime.now(UTC)
+    )
     run_id = (lease.data.get("flow_run_id") if live and lease else None) or state.last_flow_run_id
     run = read_run(run_id)
     if run is None or run.deployment_id is None:
@@ -40,7 +43,9 @@ def pause_rotation(connections: Connections, user_name: str, timeout: timedelta 
             f"Stop that process (Ctrl-C); `keyrotor rotate {user_name}` continues it later."
         )
     if run.state is None or not (run.state.is_running() or run.state.is_scheduled() or run.state.is_pending()):
-        raise PreconditionFailed(f"flow run {run.name} of {user_name!r} is {run.state.name if run.state else '?'}, not running")
+        raise PreconditionFailed(
+            f"flow run {run.name} of {user_name!r} is {run.state.name if run.state else '?'}, not running"
+        )
     suspend_run(str(run.id), timeout)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
@@ -48,7 +53,9 @@ def pause_rotation(connections: Connections, user_name: str, timeout: timedelta 
         if current is not None and current.paused_run_id == str(run.id):
             return str(run.id)
         time.sleep(0.5)
-    raise RotationConflict(f"flow run {run.name} was suspended but has not stopped within {wait:g}s; check it in the UI")
+    raise RotationConflict(
+        f"flow run {run.name} was suspended but has not stopped within {wait:g}s; check it in the UI"
+    )
 
 
 def resume_rotation(connections: Connections, user_name: str, run_input: dict[str, Any] | None = None) -> str:
@@ -60,7 +67,9 @@ def resume_rotation(connections: Connections, user_name: str, run_input: dict[st
     state = _rotation(connections, user_name)
     lease = connections.records(user_name).read_lease()
     candidates = [state.paused_run_id, lease.data.get("flow_run_id") if lease else None, state.last_flow_run_id]
-    run = next((r for r in map(read_run, candidates) if r is not None and r.state is not None and r.state.is_paused()), None)
+    run = next(
+        (r for r in map(read_run, candidates) if r is not None and r.state is not None and r.state.is_paused()), None
+    )
     if run is None:
         raise PreconditionFailed(f"rotation of {user_name!r} is not paused")
     waits_for_input = bool(run.state and run.state.state_details.run_input_keyset)

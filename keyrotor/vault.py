@@ -36,7 +36,9 @@ def translate(error: Exception, action: str, addr: str) -> KeyrotorError:
         return TransientError(f"{action}: Vault is unreachable at {addr}")
     if isinstance(error, hvac.exceptions.VaultDown):
         return TransientError(f"{action}: Vault at {addr} is sealed or down")
-    if isinstance(error, hvac.exceptions.InternalServerError | hvac.exceptions.BadGateway | hvac.exceptions.RateLimitExceeded):
+    if isinstance(
+        error, hvac.exceptions.InternalServerError | hvac.exceptions.BadGateway | hvac.exceptions.RateLimitExceeded
+    ):
         return TransientError(f"{action}: Vault at {addr} failed ({error})")
     if isinstance(error, hvac.exceptions.Forbidden | hvac.exceptions.Unauthorized):
         return VaultError(
@@ -86,7 +88,9 @@ class VaultKV:
                 lambda: self._client.adapter.get(f"/v1/sys/internal/ui/mounts/{self.mount}"),
             )
         except VaultError as error:
-            raise VaultError(f"Vault at {self.addr} has no KV mount {self.mount!r} usable with this token ({error})") from None
+            raise VaultError(
+                f"Vault at {self.addr} has no KV mount {self.mount!r} usable with this token ({error})"
+            ) from None
         data = mount.get("data", {}) if isinstance(mount, dict) else {}
         if data.get("type") not in ("kv", "generic") or str((data.get("options") or {}).get("version")) != "2":
             raise VaultError(

@@ -43,7 +43,9 @@ def evidence_markdown(ctx: RotationContext, state: RotationState, last_used: Las
     )
 
 
-def ask_approval(ctx: RotationContext, state: RotationState, last_used: LastUsed, timeout: timedelta) -> DeactivationApproval:
+def ask_approval(
+    ctx: RotationContext, state: RotationState, last_used: LastUsed, timeout: timedelta
+) -> DeactivationApproval:
     """Pause for the operator's answer; suspends deployment runs, keeps command-line runs waiting in process."""
     form = DeactivationApproval.with_initial_data(description=evidence_markdown(ctx, state, last_used), approve=False)
     key = f"approve-deactivation-{state.rotation_id}"

@@ -57,7 +57,9 @@ def create_new_key(ctx: RotationContext, state: RotationState) -> RotationState:
         ctx.iam.delete_key(ctx.user_name, credentials.key_id)
         raise
     failpoint("after-stash")
-    logger.info("Created new key %s for %r (secret stashed in Vault, not yet published)", credentials.key_id, ctx.user_name)
+    logger.info(
+        "Created new key %s for %r (secret stashed in Vault, not yet published)", credentials.key_id, ctx.user_name
+    )
     return ctx.save(state.evolve(phase=Phase.CREATED, new_key_id=credentials.key_id, created_at=utcnow()))
 
 
@@ -165,7 +167,9 @@ def delete_old_key(ctx: RotationContext, state: RotationState) -> RotationState:
         raise PreconditionFailed(f"rotation of {ctx.user_name!r} is in phase {state.phase.value!r}, not deactivated")
     now = utcnow()
     if now < state.delete_after:
-        raise PreconditionFailed(f"the old key {state.old_key_id} may be deleted from {state.delete_after.isoformat()}, not before")
+        raise PreconditionFailed(
+            f"the old key {state.old_key_id} may be deleted from {state.delete_after.isoformat()}, not before"
+        )
     keys = {key.key_id: key for key in ctx.iam.list_keys(ctx.user_name)}
     old_key = keys.get(state.old_key_id or "")
     if old_key is not None and old_key.active:

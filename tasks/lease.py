@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -124,14 +124,11 @@ class Lease:
             self._thread.join()
         if self._lost:
             return
-        with self._write_lock:
-            try:
-                self._records.write_lease(
-                    {"owner": None, "released_at": self._clock().isoformat(), "last_holder": self.holder},
-                    cas=self._version,
-                )
-            except KeyrotorError:
-                pass
+        with self._write_lock, suppress(KeyrotorError):
+            self._records.write_lease(
+                {"owner": None, "released_at": self._clock().isoformat(), "last_holder": self.holder},
+                cas=self._version,
+            )
 
 
 @task(name="acquire-lease", **STEP)
@@ -139,7 +136,9 @@ def acquire_lease(ctx: RotationContext) -> Lease:
     """Claim the user's rotation for this run (see :class:`Lease`)."""
     lease = Lease(ctx.records, holder=ctx.actor, ttl=ctx.settings.lease_ttl, flow_run_id=ctx.flow_run_id)
     lease.acquire()
-    get_run_logger().info("Holding the rotation lease of %r (renewed every %s)", ctx.user_name, format_duration(lease.ttl / 3))
+    get_run_logger().info(
+        "Holding the rotation lease of %r (renewed every %s)", ctx.user_name, format_duration(lease.ttl / 3)
+    )
     return lease
 
 

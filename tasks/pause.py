@@ -8,7 +8,7 @@ runs no task inside a flow run it has paused.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
@@ -42,7 +42,7 @@ def suspend_run(run_id: str, timeout: timedelta | None = None) -> State:
     """Suspend a flow run exactly as the Prefect UI's "Pause" does: state Suspended, rescheduled on resume."""
     details = StateDetails(
         pause_reschedule=True,
-        pause_timeout=datetime.now(timezone.utc) + timeout if timeout else None,
+        pause_timeout=datetime.now(UTC) + timeout if timeout else None,
     )
     with get_client(sync_client=True) as client:
         result = client.set_flow_run_state(

@@ -57,7 +57,11 @@ def start_rotation(ctx: RotationContext, timings: Timings, overridden: bool) -> 
     if previous is not None and not previous.phase.terminal:
         logger.info(
             "Continuing rotation %s of %r from phase %r (started %s by %s)",
-            previous.rotation_id, ctx.user_name, previous.phase.value, previous.started_at.isoformat(), previous.started_by,
+            previous.rotation_id,
+            ctx.user_name,
+            previous.phase.value,
+            previous.started_at.isoformat(),
+            previous.started_by,
         )
         changes: dict[str, object] = {}
         if previous.rollback_started_at is not None:
@@ -101,7 +105,10 @@ def start_rotation(ctx: RotationContext, timings: Timings, overridden: bool) -> 
     state = ctx.save(state)
     logger.info(
         "Started rotation %s of %r: old key %s, keys now %s",
-        state.rotation_id, ctx.user_name, state.old_key_id or "(none)", ", ".join(state.keys_before) or "(none)",
+        state.rotation_id,
+        ctx.user_name,
+        state.old_key_id or "(none)",
+        ", ".join(state.keys_before) or "(none)",
     )
     return state
 

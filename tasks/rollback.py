@@ -31,7 +31,9 @@ def start_rollback(ctx: RotationContext, state: RotationState) -> RotationState:
             "Nothing was changed."
         )
     if state.phase is Phase.FAILED:
-        raise PreconditionFailed(f"rotation {state.rotation_id} failed and already left the old key as it was: {state.error}")
+        raise PreconditionFailed(
+            f"rotation {state.rotation_id} failed and already left the old key as it was: {state.error}"
+        )
     if state.old_key_id is None:
         raise PreconditionFailed(f"rotation {state.rotation_id} of {ctx.user_name!r} had no old key to return to")
     if state.old_key_id not in {key.key_id for key in ctx.iam.list_keys(ctx.user_name)}:
@@ -100,7 +102,9 @@ def cancel_pending_runs(ctx: RotationContext, state: RotationState) -> list[str]
             except ObjectNotFound:
                 continue
             if run.state is not None and not run.state.is_final():
-                client.set_flow_run_state(run.id, Cancelled(message=f"rotation {state.rotation_id} rolled back"), force=True)
+                client.set_flow_run_state(
+                    run.id, Cancelled(message=f"rotation {state.rotation_id} rolled back"), force=True
+                )
                 cancelled.append(str(run_id))
                 get_run_logger().info("Cancelled flow run %s (%s)", run.name, run.state.name)
     return cancelled

@@ -35,7 +35,10 @@ def schedule_deletion(ctx: RotationContext, state: RotationState) -> RotationSta
         logger.warning(
             "No deployment %r on this Prefect server: the old key %s is due for deletion at %s; "
             "run `keyrotor finish %s` then, or serve the deployments (`keyrotor serve`).",
-            name, state.old_key_id, state.delete_after, ctx.user_name,
+            name,
+            state.old_key_id,
+            state.delete_after,
+            ctx.user_name,
         )
         return state
     logger.info("Deletion of old key %s scheduled at %s (flow run %s)", state.old_key_id, state.delete_after, run.id)

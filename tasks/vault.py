@@ -9,8 +9,8 @@ from keyrotor.errors import PreconditionFailed
 from keyrotor.failpoints import failpoint
 from keyrotor.model import Phase, RotationState
 from keyrotor.records import Published
-from keyrotor.timeparse import parse_vault_time
 from keyrotor.tasks import STEP
+from keyrotor.timeparse import parse_vault_time
 
 
 @task(name="publish-new-key", **STEP)
@@ -51,6 +51,9 @@ def publish_new_key(ctx: RotationContext, state: RotationState) -> RotationState
     ctx.records.discard_stash()
     logger.info(
         "Published new key %s to %s/%s (version %d); applications can switch now",
-        state.new_key_id, ctx.records.kv.mount, ctx.records.paths.secret, published.version,
+        state.new_key_id,
+        ctx.records.kv.mount,
+        ctx.records.paths.secret,
+        published.version,
     )
     return state

@@ -67,9 +67,8 @@ def stack_environ(stack: object) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def prefect_api(stack_environ: dict[str, str]) -> Iterator[str]:
     """Point this process's Prefect client at the stack's Prefect server."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     url = stack_environ["PREFECT_API_URL"]
     with temporary_settings(updates={PREFECT_API_URL: url}):
@@ -114,7 +113,7 @@ def user_factory(iam, connections):  # type: ignore[no-untyped-def]
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         iam.create_user(UserName=name)
         created = [iam.create_access_key(UserName=name)["AccessKey"] for _ in range(keys)]
-        for key in created[len(created) - inactive:]:
+        for key in created[len(created) - inactive :]:
             iam.update_access_key(UserName=name, AccessKeyId=key["AccessKeyId"], Status="Inactive")
         if publish and created:
             first = created[0]
@@ -132,8 +131,9 @@ def served(stack_environ: dict[str, str], prefect_api: str) -> Iterator[subproce
 
     env = {**stack_environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     log = (OUTPUT / "serve.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "keyrotor", "serve"], env=env, cwd=ROOT,
-                               stdout=log, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keyrotor", "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True
+    )
     try:
         with get_client(sync_client=True) as client:
             deadline = time.time() + 90

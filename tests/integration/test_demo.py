@@ -16,9 +16,26 @@ pytestmark = pytest.mark.integration
 def test_demo_rotates_the_demo_users_with_zero_application_errors() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VAULT_", "KEYROTOR_", "PREFECT_API"))}
     result = subprocess.run(
-        [sys.executable, "-m", "keyrotor", "demo", "--stack-dir", str(OUTPUT / "demo-stack"),
-         "--moto-port", "0", "--vault-port", "0", "--prefect-port", "0", "--stop"],
-        env={**env, "COLUMNS": "160"}, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "keyrotor",
+            "demo",
+            "--stack-dir",
+            str(OUTPUT / "demo-stack"),
+            "--moto-port",
+            "0",
+            "--vault-port",
+            "0",
+            "--prefect-port",
+            "0",
+            "--stop",
+        ],
+        env={**env, "COLUMNS": "160"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -27,14 +26,19 @@ def test_prefect_deploy_all_runs_a_rotation_on_a_process_worker(iam, connections
             done = subprocess.run([PREFECT, *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
             assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         log = (OUTPUT / "worker.log").open("w")
-        worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "keyrotor"], cwd=ROOT, env=env,
-                                  stdout=log, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", "keyrotor"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             with temporary_settings(updates={PREFECT_API_URL: own.env["PREFECT_API_URL"]}):
                 with get_client(sync_client=True) as client:
                     deployments = {d.name: d for d in client.read_deployments()}
-                assert set(deployments) == {"rotate-access-key", "delete-old-key", "rollback-rotation",
-                                            "finish-due-deletions"}
+                assert set(deployments) == {
+                    "rotate-access-key",
+                    "delete-old-key",
+                    "rollback-rotation",
+                    "finish-due-deletions",
+                }
                 assert all(d.work_pool_name == "keyrotor" for d in deployments.values())
                 assert [s.schedule.cron for s in deployments["finish-due-deletions"].schedules] == ["17 * * * *"]
 
@@ -45,7 +49,10 @@ def test_prefect_deploy_all_runs_a_rotation_on_a_process_worker(iam, connections
                     parameters={"user_name": user, "quiet_period": "2s", "poll_interval": "0.5s", "grace_period": "0s"},
                     timeout=240,
                 )
-            assert run.state is not None and run.state.is_completed(), (run.state, (OUTPUT / "worker.log").read_text()[-3000:])
+            assert run.state is not None and run.state.is_completed(), (
+                run.state,
+                (OUTPUT / "worker.log").read_text()[-3000:],
+            )
             assert_rotated(iam, connections, user, old)
         finally:
             worker.terminate()

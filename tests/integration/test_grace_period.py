@@ -17,8 +17,9 @@ from tests.integration.test_rotate import active_keys, all_keys, assert_rotated
 pytestmark = pytest.mark.integration
 
 
-def test_old_key_is_deleted_by_a_scheduled_run_after_the_grace_period(iam, connections, user_factory, stack_environ,
-                                                                       served) -> None:
+def test_old_key_is_deleted_by_a_scheduled_run_after_the_grace_period(
+    iam, connections, user_factory, stack_environ, served
+) -> None:
     user = user_factory("grace")
     old = active_keys(iam, user)[0]
     result = keyrotor_cli(stack_environ, "rotate", user, "--grace-period", "25s", "--json")
@@ -64,8 +65,9 @@ def test_finish_deletes_when_due_without_a_served_deployment(iam, connections, u
     assert_rotated(iam, connections, user, old)
 
 
-def test_the_sweep_finishes_a_due_deletion_whose_scheduled_run_was_lost(iam, connections, user_factory,
-                                                                         stack_environ, local_env) -> None:
+def test_the_sweep_finishes_a_due_deletion_whose_scheduled_run_was_lost(
+    iam, connections, user_factory, stack_environ, local_env
+) -> None:
     from keyrotor.flows.finish_due import finish_due_deletions
 
     user = user_factory("sweep")

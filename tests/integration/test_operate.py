@@ -4,10 +4,9 @@ schedule, suspend during the wait (the UI's own API call), resume, and roll back
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -55,7 +54,7 @@ def schedule_rotation(user: str, **parameters: object) -> str:
     run = run_deployment(
         "rotate-access-key/rotate-access-key",
         parameters={"user_name": user, "poll_interval": "1s", "grace_period": "0s", **parameters},
-        scheduled_time=datetime.now(timezone.utc) + timedelta(seconds=1),
+        scheduled_time=datetime.now(UTC) + timedelta(seconds=1),
         timeout=0,
     )
     return str(run.id)
@@ -184,8 +183,9 @@ def test_rollback_while_waiting_for_a_key_still_in_use(iam, connections, user_fa
     assert stats.errors == []
 
 
-def test_rollback_after_deactivation_cancels_the_scheduled_deletion(iam, connections, user_factory, stack_environ,
-                                                                    served) -> None:
+def test_rollback_after_deactivation_cancels_the_scheduled_deletion(
+    iam, connections, user_factory, stack_environ, served
+) -> None:
     user = user_factory("rb-deact")
     old = active_keys(iam, user)[0]
     rotated = keyrotor_cli(stack_environ, "rotate", user, "--grace-period", "10m", "--json")
@@ -214,7 +214,10 @@ def test_rollback_after_the_old_key_was_deleted_is_refused(iam, connections, use
     user = user_factory("rb-late")
     old = active_keys(iam, user)[0]
     assert keyrotor_cli(stack_environ, "rotate", user).returncode == 0
-    keys, versions = all_keys(iam, user), connections.records(user).kv.current_version(connections.records(user).paths.secret)
+    keys, versions = (
+        all_keys(iam, user),
+        connections.records(user).kv.current_version(connections.records(user).paths.secret),
+    )
     result = keyrotor_cli(stack_environ, "rollback", user)
     assert result.returncode == 3
     assert "impossible" in result.stderr and old in result.stderr and "deleted at" in result.stderr

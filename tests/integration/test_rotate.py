@@ -17,7 +17,9 @@ pytestmark = pytest.mark.integration
 
 
 def active_keys(iam, user: str) -> list[str]:  # type: ignore[no-untyped-def]
-    return [k["AccessKeyId"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"] if k["Status"] == "Active"]
+    return [
+        k["AccessKeyId"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"] if k["Status"] == "Active"
+    ]
 
 
 def all_keys(iam, user: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -54,7 +56,12 @@ def test_happy_path_rotates_without_a_single_refused_call(iam, connections, user
     assert stats.keys_used == [old, new]
     history = connections.records(user).state_history()
     assert [s.phase for s in reversed(history)] == [
-        Phase.STARTED, Phase.CREATED, Phase.VERIFIED, Phase.PUBLISHED, Phase.DEACTIVATED, Phase.COMPLETED,
+        Phase.STARTED,
+        Phase.CREATED,
+        Phase.VERIFIED,
+        Phase.PUBLISHED,
+        Phase.DEACTIVATED,
+        Phase.COMPLETED,
     ]
 
     status = keyrotor_cli(stack_environ, "status", user, "--json")
@@ -64,7 +71,9 @@ def test_happy_path_rotates_without_a_single_refused_call(iam, connections, user
     assert [k["key_id"] for k in shown["keys"]] == [new]
 
 
-def test_slow_application_keeps_the_old_key_active_until_it_switched(iam, connections, user_factory, stack_environ) -> None:
+def test_slow_application_keeps_the_old_key_active_until_it_switched(
+    iam, connections, user_factory, stack_environ
+) -> None:
     user = user_factory("slow")
     old = active_keys(iam, user)[0]
     app = SimulatedApp(user, connections.records(user), refresh=6, interval=0.2)
@@ -82,7 +91,9 @@ def test_slow_application_keeps_the_old_key_active_until_it_switched(iam, connec
     assert stats.errors == []
 
 
-def test_at_max_wait_both_keys_stay_active_and_the_evidence_is_shown(iam, connections, user_factory, stack_environ) -> None:
+def test_at_max_wait_both_keys_stay_active_and_the_evidence_is_shown(
+    iam, connections, user_factory, stack_environ
+) -> None:
     user = user_factory("stuck")
     old = active_keys(iam, user)[0]
     app = SimulatedApp(user, connections.records(user), refresh=10_000, interval=0.3)  # never re-reads Vault
@@ -177,8 +188,9 @@ def test_two_rotations_of_one_user_at_once_one_refuses(iam, connections, user_fa
     assert_rotated(iam, connections, user, old)
 
 
-def test_rotation_works_with_the_least_privilege_vault_policy_from_the_readme(iam, connections, user_factory,
-                                                                              stack_environ) -> None:
+def test_rotation_works_with_the_least_privilege_vault_policy_from_the_readme(
+    iam, connections, user_factory, stack_environ
+) -> None:
     import hvac
 
     from tests.conftest import ROOT
@@ -193,8 +205,9 @@ def test_rotation_works_with_the_least_privilege_vault_policy_from_the_readme(ia
     assert_rotated(iam, connections, user, old)
 
 
-def test_rotate_works_without_a_prefect_server_in_ephemeral_mode(iam, connections, user_factory, stack_environ,
-                                                                 tmp_path) -> None:
+def test_rotate_works_without_a_prefect_server_in_ephemeral_mode(
+    iam, connections, user_factory, stack_environ, tmp_path
+) -> None:
     user = user_factory("ephemeral")
     old = active_keys(iam, user)[0]
     env = {k: v for k, v in stack_environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import pickle
 from pathlib import Path
@@ -23,10 +24,8 @@ pytestmark = pytest.mark.integration
 def _views(data: bytes) -> list[bytes]:
     """The bytes as stored, plus their base64 decoding when they are base64 (Prefect stores pickles that way)."""
     views = [data]
-    try:
+    with contextlib.suppress(binascii.Error, ValueError):
         views.append(base64.b64decode(b"".join(data.split()), validate=True))
-    except (binascii.Error, ValueError):
-        pass
     return views
 
 
@@ -60,8 +59,9 @@ def test_the_scanner_finds_a_secret_in_a_base64_pickle(tmp_path: Path) -> None:
     assert files_containing([tmp_path], [secret]) == [str(tmp_path / "result")]
 
 
-def test_no_secret_reaches_prefect_storage_logs_or_output(iam, connections, user_factory, stack_environ,
-                                                          prefect_api) -> None:
+def test_no_secret_reaches_prefect_storage_logs_or_output(
+    iam, connections, user_factory, stack_environ, prefect_api
+) -> None:
     user = user_factory("hygiene")
     records = connections.records(user)
     old_secret = records.published_credentials().secret.get_secret_value()
@@ -86,8 +86,14 @@ def test_no_secret_reaches_prefect_storage_logs_or_output(iam, connections, user
     with get_client(sync_client=True) as client:
         run = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))[0]
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
-    assert run.parameters == {"user_name": user, "quiet_period": None, "poll_interval": None, "max_wait": None,
-                              "grace_period": None, "require_approval": False}
+    assert run.parameters == {
+        "user_name": user,
+        "quiet_period": None,
+        "poll_interval": None,
+        "max_wait": None,
+        "grace_period": None,
+        "require_approval": False,
+    }
     assert len(logs) > 5, "the flow's logs should have reached the server"
     assert all(secret not in log.message for log in logs for secret in secrets)
     assert any(new.key_id in log.message for log in logs)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import SecretStr
@@ -42,7 +42,7 @@ class FakeIam:
         if len(self.users[user_name]) >= 2:
             raise PreconditionFailed("LimitExceeded")
         key_id = f"AKIAFAKE{next(_ids):012d}"
-        self.users[user_name][key_id] = AccessKey(key_id, KeyStatus.ACTIVE, datetime.now(timezone.utc))
+        self.users[user_name][key_id] = AccessKey(key_id, KeyStatus.ACTIVE, datetime.now(UTC))
         self.secrets[key_id] = f"secret-{key_id}"
         return NewCredentials(key_id, SecretStr(self.secrets[key_id]))
 
@@ -103,7 +103,7 @@ class FakeClock:
     """A clock that only moves when the code under test sleeps."""
 
     def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
         self.on_sleep: list[Any] = []
 
     def __call__(self) -> datetime:

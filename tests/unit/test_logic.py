@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -10,8 +10,8 @@ from keyrotor.errors import PreconditionFailed
 from keyrotor.logic import LeaseVerdict, Quiet, check_quiet, judge_lease, next_step, orphan_keys, plan_slots
 from keyrotor.model import AccessKey, KeyStatus, LastUsed, Phase, RotationState
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-A, I = KeyStatus.ACTIVE, KeyStatus.INACTIVE
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+A, OFF = KeyStatus.ACTIVE, KeyStatus.INACTIVE
 
 
 def key(key_id: str, status: KeyStatus = A, age_days: int = 100) -> AccessKey:
@@ -20,9 +20,13 @@ def key(key_id: str, status: KeyStatus = A, age_days: int = 100) -> AccessKey:
 
 def state(**changes: object) -> RotationState:
     base = RotationState(
-        rotation_id="r1", user_name="alice", account_id="123", phase=Phase.STARTED,
+        rotation_id="r1",
+        user_name="alice",
+        account_id="123",
+        phase=Phase.STARTED,
         timings={"quiet_period": 60, "poll_interval": 10, "max_wait": 600, "grace_period": 0},
-        started_at=T0, started_by="test",
+        started_at=T0,
+        started_by="test",
     )
     return base.evolve(**changes)
 
@@ -32,10 +36,10 @@ def state(**changes: object) -> RotationState:
     [
         ([], None, ()),
         ([key("K1")], "K1", ()),
-        ([key("K1", I)], None, ()),
-        ([key("K1", I), key("K2")], "K2", ("K1",)),
-        ([key("K1"), key("K2", I)], "K1", ("K2",)),
-        ([key("K1", I), key("K2", I)], None, ("K1", "K2")),
+        ([key("K1", OFF)], None, ()),
+        ([key("K1", OFF), key("K2")], "K2", ("K1",)),
+        ([key("K1"), key("K2", OFF)], "K1", ("K2",)),
+        ([key("K1", OFF), key("K2", OFF)], None, ("K1", "K2")),
     ],
 )
 def test_plan_slots_chooses_the_active_key_and_frees_a_slot(keys, old, delete) -> None:
@@ -125,8 +129,14 @@ def test_phase_order() -> None:
 
 
 def test_state_round_trips_through_its_record() -> None:
-    original = state(phase=Phase.DEACTIVATED, old_key_id="K1", new_key_id="K2", keys_before=("K1",),
-                     delete_after=T0 + timedelta(days=7), version=4)
+    original = state(
+        phase=Phase.DEACTIVATED,
+        old_key_id="K1",
+        new_key_id="K2",
+        keys_before=("K1",),
+        delete_after=T0 + timedelta(days=7),
+        version=4,
+    )
     assert RotationState.from_record(original.to_record(), 4) == original
 
 

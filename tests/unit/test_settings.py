@@ -13,8 +13,18 @@ from keyrotor.timeparse import parse_vault_time
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90s", 90), ("15m", 900), ("24h", 86400), ("7d", 604800), ("1h30m", 5400), ("0s", 0), ("2", 2), ("1.5s", 1.5),
-     (" 2w ", 1209600), ("500ms", 0.5)],
+    [
+        ("90s", 90),
+        ("15m", 900),
+        ("24h", 86400),
+        ("7d", 604800),
+        ("1h30m", 5400),
+        ("0s", 0),
+        ("2", 2),
+        ("1.5s", 1.5),
+        (" 2w ", 1209600),
+        ("500ms", 0.5),
+    ],
 )
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == timedelta(seconds=seconds)

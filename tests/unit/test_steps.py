@@ -33,8 +33,17 @@ def context(iam: FakeIam, kv: FakeKV, user: str = "alice") -> RotationContext:
 
 def started(ctx: RotationContext, old_key_id: str | None) -> RotationState:
     keys = tuple(key.key_id for key in ctx.iam.list_keys(ctx.user_name))
-    state = RotationState("r1", ctx.user_name, "123", Phase.STARTED, Timings(grace_period="0s").as_seconds(),
-                          utcnow(), "test", old_key_id=old_key_id, keys_before=keys)
+    state = RotationState(
+        "r1",
+        ctx.user_name,
+        "123",
+        Phase.STARTED,
+        Timings(grace_period="0s").as_seconds(),
+        utcnow(),
+        "test",
+        old_key_id=old_key_id,
+        keys_before=keys,
+    )
     return ctx.save(state)
 
 
