@@ -12,6 +12,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	bash scripts/install-browser.sh
 	touch $@
 
 install: $(BIN)/.installed

@@ -347,12 +347,16 @@ def _command(name: str, port: int, vault_token: str) -> list[str]:
     return [sys.executable, "-m", "prefect", "server", "start", "--host", LOOPBACK, "--port", str(port)]
 
 
-def _environment(name: str, stack_dir: Path) -> dict[str, str]:
-    """The environment a service runs with; Prefect gets its own home and no analytics."""
+def _environment(name: str, stack_dir: Path, port: int) -> dict[str, str]:
+    """The environment a service runs with; Prefect gets its own home, no analytics, and its UI its own API."""
     env = dict(os.environ)
     if name == "prefect":
         env.pop("PREFECT_API_URL", None)
-        env |= {"PREFECT_HOME": str(stack_dir / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        env |= {
+            "PREFECT_HOME": str(stack_dir / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_API_URL": f"http://{LOOPBACK}:{port}/api",  # else the UI calls port 4200 whatever the port
+        }
     return env
 
 
@@ -371,7 +375,7 @@ def _launch(stack_dir: Path, name: str, port: int, vault_token: str) -> Service:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=stack_dir,
-            env=_environment(name, stack_dir),
+            env=_environment(name, stack_dir, port),
             start_new_session=True,
         )
     _children[process.pid] = process

@@ -1,0 +1,181 @@
+"""The Prefect UI, in a real headless browser: the deployments and their schedules are visible, and a paused
+rotation is resumed by clicking "Resume" on its flow run page.
+
+The browser is Debian's Chromium (/usr/bin/chromium, installed by ``scripts/install-browser.sh``, which
+``make install`` runs) driven by Python playwright (a test extra; its wheel ships its own driver). Playwright's
+own browser download (``playwright install``) is never used. Screenshots land in ``OUTPUT``: ``ui-deployments.png``,
+``ui-resumed.png``, ``ui-completed.png``, and ``ui-failure.png`` (with ``ui-failure.html`` and a playwright trace,
+``ui-trace.zip``) when the test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import re
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from keyrotor.model import Phase
+from keyrotor.tasks.pause import suspend_run
+from tests.conftest import OUTPUT
+from tests.integration.test_operate import processes_of, run_state, schedule_rotation, wait_for
+from tests.integration.test_rotate import active_keys, assert_rotated
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Flags this machine's closed network needs (no background connections to Google's hosts).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DEPLOYMENTS = ["rotate-access-key", "delete-old-key", "rollback-rotation", "finish-due-deletions"]
+# The UI renders finish-due-deletions' cron "17 * * * *" as "At 17 minutes past the hour every day" (cronstrue);
+# the raw cron is accepted too, in case a later UI shows it.
+SWEEP_SCHEDULE = re.compile(r"17 minutes past the hour|17 \* \* \* \*")
+UI_TIMEOUT_MS = 30_000
+INSTALL_HINT = (
+    "install it with `make install` (or: `bash scripts/install-browser.sh` for Debian's chromium and "
+    "`.venv/bin/pip install -c constraints.txt -e '.[test]'` for playwright); never `playwright install`"
+)
+
+
+@pytest.fixture(scope="session")
+def browser_installed() -> None:
+    """Fail (not skip) at once, before any server starts, when the browser or its driver is missing."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError as error:
+        pytest.fail(f"Python playwright is missing ({error}): {INSTALL_HINT}")
+    if not CHROMIUM.exists():
+        pytest.fail(f"Debian's chromium is missing ({CHROMIUM} does not exist): {INSTALL_HINT}")
+
+
+@pytest.fixture
+def ui_page(browser_installed: None, stack_environ: dict[str, str], tmp_path: Path) -> Iterator[tuple[object, str]]:
+    """A fresh headless Chromium (own empty profile) pointed at the stack's Prefect UI; yields (page, base URL)."""
+    from playwright.sync_api import sync_playwright
+
+    api = stack_environ["PREFECT_API_URL"].rstrip("/")
+    base = api.removesuffix("api")
+    api_origin = urlsplit(api).netloc
+    stray: list[str] = []
+
+    with sync_playwright() as playwright:
+        try:
+            context = playwright.chromium.launch_persistent_context(
+                user_data_dir=str(tmp_path / "chromium-profile"),
+                executable_path=str(CHROMIUM),
+                headless=True,
+                args=CHROMIUM_ARGS,
+                viewport={"width": 1920, "height": 1080},  # narrower, the schedules column collapses to "+1"
+            )
+        except Exception as error:  # noqa: BLE001 - any launch failure means the browser is not usable
+            pytest.fail(f"could not start {CHROMIUM} with playwright: {error}\n{INSTALL_HINT}")
+        context.set_default_timeout(UI_TIMEOUT_MS)
+        context.tracing.start(screenshots=True, snapshots=True)
+
+        # The UI must be told its own server's API (the stack sets PREFECT_UI_API_URL), whatever the port.
+        with urllib.request.urlopen(f"{base}ui-settings", timeout=10) as response:
+            assert json.load(response)["api_url"] == api, "the Prefect UI would call another server's API"
+        context.on("request", lambda request: stray.append(request.url)
+                   if "/api/" in request.url and urlsplit(request.url).netloc != api_origin else None)
+        page = context.pages[0] if context.pages else context.new_page()
+        try:
+            yield page, base
+        finally:
+            with contextlib.suppress(Exception):  # the test saved the trace itself if it failed
+                context.tracing.stop()
+            context.close()
+    assert not stray, f"the UI called another server's API: {stray[:5]}"
+
+
+def screenshot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
+    path = OUTPUT / name
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_deployments_visible_and_paused_rotation_resumed_by_click(  # type: ignore[no-untyped-def]
+    browser_installed, ui_page, served, iam, connections, user_factory
+) -> None:
+    from playwright.sync_api import expect
+
+    page, base = ui_page
+    try:
+        # (a) The deployments page: the four deployments and the sweep's hourly schedule.
+        page.goto(f"{base}deployments")
+        expect(page.get_by_text(re.compile(r"^\s*4 Deployments\s*$"))).to_be_visible()
+        for name in DEPLOYMENTS:
+            row = page.get_by_role("row").filter(has=page.get_by_role("link", name=name, exact=True))
+            expect(row, f"a row for deployment {name}").to_have_count(1)
+            expect(row).to_be_visible()
+        sweep = page.get_by_role("row").filter(has=page.get_by_role("link", name="finish-due-deletions", exact=True))
+        expect(sweep, "finish-due-deletions shows its hourly schedule").to_contain_text(SWEEP_SCHEDULE)
+        screenshot(page, "ui-deployments.png")
+
+        # (b) A rotation scheduled as the UI's "Run" does, suspended during its wait as the UI's "Pause" does.
+        user = user_factory("ui")
+        old = active_keys(iam, user)[0]
+        records = connections.records(user)
+        # Playwright's sync API keeps an asyncio loop running in this thread, where Prefect's run_deployment
+        # would hand back an un-awaited coroutine: schedule from a thread of its own, with this thread's
+        # context (Prefect's settings, PREFECT_API_URL among them, are context variables).
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            run_id = pool.submit(contextvars.copy_context().run, schedule_rotation, user,
+                                 quiet_period="30s").result(timeout=60)
+        wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.PUBLISHED, "the wait")
+        suspend_run(run_id, timedelta(minutes=10))
+        wait_for(lambda: records.load_state().paused_run_id == run_id, "the durable pause")
+        assert run_state(run_id).is_paused()
+        wait_for(lambda: not processes_of(run_id), "the paused run's process to exit", timeout=30)
+
+        # (c) Its flow run page shows it Suspended; click "Resume" and confirm in the modal.
+        page.goto(f"{base}runs/flow-run/{run_id}")
+        expect(page.get_by_text("Suspended", exact=True).first).to_be_visible()
+        page.get_by_role("button", name="Resume", exact=True).click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog).to_be_visible()
+        expect(dialog).to_contain_text("resume")
+        dialog.get_by_role("button", name=re.compile(r"^\s*(Submit|Resume|Confirm)\s*$")).click()
+        expect(dialog).to_be_hidden()
+        wait_for(lambda: not run_state(run_id).is_paused(), "the click to resume the run", timeout=30)
+        expect(page.get_by_text("Suspended", exact=True)).to_have_count(0, timeout=UI_TIMEOUT_MS)
+        screenshot(page, "ui-resumed.png")
+
+        # (d) The resumed run goes on from its wait to the end.
+        wait_for(lambda: run_state(run_id).is_final(), "the resumed run to finish", timeout=120)
+        assert run_state(run_id).is_completed(), run_state(run_id)
+        page.reload()
+        expect(page.get_by_text("Completed", exact=True).first).to_be_visible()
+        screenshot(page, "ui-completed.png")
+    except BaseException as error:
+        try:
+            shot = screenshot(page, "ui-failure.png")
+            (OUTPUT / "ui-failure.html").write_text(page.content())
+            page.context.tracing.stop(path=str(OUTPUT / "ui-trace.zip"))
+            note = f"(screenshot {shot}, page {OUTPUT / 'ui-failure.html'}, trace {OUTPUT / 'ui-trace.zip'}; url {page.url})"
+        except Exception as shot_error:  # noqa: BLE001 - keep the original failure
+            note = f"(no failure screenshot: {shot_error})"
+        if isinstance(error, AssertionError):
+            raise AssertionError(f"{error}\n{note}") from error
+        if isinstance(error, Exception):  # a playwright TimeoutError, say
+            raise AssertionError(f"{type(error).__name__}: {error}\n{note}") from error
+        raise
+
+    assert_rotated(iam, connections, user, old)
+    state = records.load_state()
+    assert state.phase is Phase.COMPLETED and state.paused_run_id is None, state
