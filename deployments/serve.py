@@ -12,6 +12,8 @@ from prefect.deployments.runner import RunnerDeployment
 
 from keyrotor.flows.delete_old_key import delete_old_key_after_grace
 from keyrotor.flows.finish_due import finish_due_deletions
+from keyrotor.flows.remediate import audit_and_remediate
+from keyrotor.flows.retire import retire_access_key
 from keyrotor.flows.rollback import rollback_rotation
 from keyrotor.flows.rotate import rotate_access_key
 
@@ -20,6 +22,10 @@ DELETE = "delete-old-key"
 ROLLBACK = "rollback-rotation"
 SWEEP = "finish-due-deletions"
 SWEEP_CRON = "17 * * * *"  # hourly, off the full hour
+RETIRE = "retire-access-key"
+REMEDIATE = "audit-and-remediate"
+REMEDIATE_CRON = "0 6 * * *"  # daily
+NAMES = (ROTATE, DELETE, ROLLBACK, SWEEP, RETIRE, REMEDIATE)
 
 
 def build_deployments() -> list[RunnerDeployment]:
@@ -44,6 +50,17 @@ def build_deployments() -> list[RunnerDeployment]:
             name=SWEEP,
             description="Hourly safety net: delete every old key whose grace period is over (from Vault's records).",
             cron=SWEEP_CRON,
+            tags=["keyrotor"],
+        ),
+        retire_access_key.to_deployment(
+            name=RETIRE,
+            description="Retire one key of a user without creating another (remediation of two active or unused keys).",
+            tags=["keyrotor"],
+        ),
+        audit_and_remediate.to_deployment(
+            name=REMEDIATE,
+            description="Daily: audit the account against the access-key rules and remedy every flagged user.",
+            cron=REMEDIATE_CRON,
             tags=["keyrotor"],
         ),
     ]

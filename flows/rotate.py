@@ -88,12 +88,16 @@ def rotate(user_name: str, *durations: str | None, require_approval: bool = Fals
         except Abort:  # Prefect refused to run the next task: the run was suspended meanwhile
             stop_if_suspended(ctx, state)
             raise
-        if state.delete_after is not None and state.delete_after <= utcnow():
-            state = delete_old_key(ctx, state)
-        else:
-            state = schedule_deletion(ctx, state)
+        state = finish_old_key(ctx, state)
     get_run_logger().info("Rotation %s of %r: %s", state.rotation_id, user_name, state.phase.value)
     return summarize(state)
+
+
+def finish_old_key(ctx: RotationContext, state: RotationState) -> RotationState:
+    """Delete the deactivated old key now if its grace period is over, else schedule its deletion."""
+    if state.delete_after is not None and state.delete_after <= utcnow():
+        return delete_old_key(ctx, state)
+    return schedule_deletion(ctx, state)
 
 
 def wait_until_old_key_is_quiet(ctx: RotationContext, state: RotationState) -> tuple[RotationState, LastUsed | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from keyrotor import audit_cli
 from keyrotor.errors import ConfigurationError, KeyrotorError
 from keyrotor.model import Phase
 from keyrotor.stack.cli import stack_app
@@ -227,6 +229,85 @@ def demo(
 
 
 @app.command()
+def remediate(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")] = False,
+    max_concurrency: Annotated[int, typer.Option(min=1, max=64, help="Most users remedied at once.")] = 4,
+    user: Annotated[list[str] | None, typer.Option("--user", help="Only these users (globs; repeatable).")] = None,
+    quiet_period: Annotated[str | None, typer.Option(help=QUIET)] = None,
+    poll_interval: Annotated[str | None, typer.Option(help=POLL)] = None,
+    max_wait: Annotated[str | None, typer.Option(help=MAX_WAIT)] = None,
+    grace_period: Annotated[str | None, typer.Option(help=GRACE)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
+) -> None:
+    """Audit the account and remedy every flagged user, printing the plan before anything changes.
+
+    Old key: rotate it. Two active keys: keep the one in Vault (else the one used most recently) and retire the
+    other through the quiet wait, deactivation and grace-period deletion; both in recent use and neither in Vault:
+    "needs a person", nothing changes. Unused key: deactivate it after confirming it is still unused, delete it
+    after the grace period. Exempt users: nothing. Each user's remedy is its own Prefect flow run.
+    Exit status: 0 all done (or dry run), 1 some user failed or needs a person, 2+ errors as for rotate.
+    """
+    from keyrotor.audit_settings import AuditSettings
+    from keyrotor.connect import Connections
+    from keyrotor.fleet import plan_fleet, run_audit
+    from keyrotor.flows.rotate import resolve_timings
+    from keyrotor.settings import Settings
+
+    try:
+        resolve_timings(Settings(), quiet_period, poll_interval, max_wait, grace_period)
+        settings = AuditSettings.load()
+        result = run_audit(settings, user or ())
+        plans = plan_fleet(Connections.from_settings(), result, settings, timedelta(days=1), max_concurrency)
+    except KeyrotorError as error:
+        _fail(error, as_json)
+        return
+    if not as_json:
+        _print_plan(plans, [e.user for e in result.exempt])
+    if dry_run:
+        if as_json:
+            print(
+                json.dumps(
+                    {"dry_run": True, "plans": [p.to_json() for p in plans], "exempt": [e.user for e in result.exempt]}
+                )
+            )
+        return
+    from keyrotor.flows.remediate import audit_and_remediate
+
+    planned = [plan.user for plan in plans]
+    if not planned:
+        out.print("Nothing to remedy.")
+        return
+    report = audit_and_remediate(
+        max_concurrency=max_concurrency,
+        users=planned,
+        quiet_period=quiet_period,
+        poll_interval=poll_interval,
+        max_wait=max_wait,
+        grace_period=grace_period,
+    )
+    if as_json:
+        print(json.dumps(report, default=str))
+    else:
+        table = Table("user", "action", "outcome", "reason", title="remediation outcome")
+        for outcome in report["outcomes"]:
+            table.add_row(outcome["user"], outcome["action"], outcome["outcome"], outcome.get("reason", ""))
+        out.print(table)
+        out.print(f"summary: {report['summary']}")
+    if any(o["outcome"] in ("failed", "needs-a-person") for o in report["outcomes"]):
+        raise typer.Exit(1)
+
+
+def _print_plan(plans: list[Any], exempt: list[str]) -> None:
+    table = Table("user", "rules", "action", "key", "keep", "why", title="remediation plan")
+    for plan in plans:
+        table.add_row(
+            plan.user, ", ".join(plan.rules), plan.action.value, plan.key_id or "", plan.keep_key_id or "", plan.reason
+        )
+    out.print(table)
+    out.print(f"exempt (left alone): {', '.join(exempt) or 'none'}")
+
+
+@app.command()
 def serve(
     limit: Annotated[int | None, typer.Option(help="Most flow runs at once (default: no limit).")] = None,
 ) -> None:
@@ -239,6 +320,8 @@ def serve(
     serve_all(limit=limit)
 
 
+# `keyrotor audit` has its own module, which imports nothing heavy (no Prefect) when the command line starts.
+app.command(name="audit")(audit_cli.audit)
 
 
 def _print_report(report: dict[str, Any], as_json: bool) -> None:

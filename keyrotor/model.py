@@ -97,6 +97,10 @@ _PHASE_ORDER = list(Phase)
 _ENDINGS = frozenset({Phase.COMPLETED, Phase.FAILED, Phase.REJECTED, Phase.ROLLED_BACK})
 
 
+ROTATION = "rotation"
+RETIREMENT = "retirement"
+
+
 @dataclass(frozen=True)
 class RotationState:
     """The durable record of one rotation, stored in Vault (KV v2) beside the secret.
@@ -138,7 +142,13 @@ class RotationState:
     rollback_started_at: datetime | None = None
     rolled_back_at: datetime | None = None
     rollback: dict[str, Any] | None = None
+    kind: str = "rotation"  # or "retirement": retire one key of two (or an unused key) without creating a new one
     version: int = field(default=0, compare=False)
+
+    @property
+    def retirement(self) -> bool:
+        """True when this record retires a key (no new key was created; ``new_key_id`` is the key kept, if any)."""
+        return self.kind == RETIREMENT
 
     def timing(self, name: str) -> timedelta:
         return timedelta(seconds=self.timings[name])

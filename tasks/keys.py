@@ -131,19 +131,20 @@ def check_old_key(ctx: RotationContext, state: RotationState) -> OldKeyCheck:
 
 @task(name="deactivate-old-key", **STEP)
 def deactivate_old_key(ctx: RotationContext, state: RotationState) -> RotationState:
-    """Make the old key Inactive, but only while Vault still publishes the new key and the new key is Active."""
+    """Make the old key Inactive, but only while Vault publishes the new key (never the old one) and it is Active."""
     if state.phase.reached(Phase.DEACTIVATED):
         return state
     published = ctx.records.published()
-    if published is None or published.key_id != state.new_key_id:
+    named = published.key_id if published else None
+    if named == state.old_key_id or (not state.retirement and named != state.new_key_id):
         raise RotationConflict(
-            f"Vault's secret names key {published.key_id if published else None}, not the new key "
-            f"{state.new_key_id}; not deactivating the old key. Check who changed {ctx.records.paths.secret}."
+            f"Vault's secret names key {named}, not the new key {state.new_key_id}; not deactivating the old key. "
+            f"Check who changed {ctx.records.paths.secret}."
         )
     keys = {key.key_id: key for key in ctx.iam.list_keys(ctx.user_name)}
     new_key = keys.get(state.new_key_id or "")
-    if new_key is None or not new_key.active:
-        raise PreconditionFailed(f"the new key {state.new_key_id} is missing or inactive; not deactivating the old key")
+    if state.new_key_id is not None and (new_key is None or not new_key.active):
+        raise PreconditionFailed(f"the key kept, {state.new_key_id}, is missing or inactive; not deactivating the old key")
     old_key = keys.get(state.old_key_id or "")
     if old_key is not None and old_key.active:
         ctx.iam.set_status(ctx.user_name, old_key.key_id, KeyStatus.INACTIVE)

@@ -44,48 +44,15 @@ def preflight(user_name: str, settings: Settings) -> RotationContext:
 def start_rotation(ctx: RotationContext, timings: Timings, overridden: bool) -> RotationState:
     """Continue the rotation in progress, or record a new one after choosing the key to retire.
 
-    A retry of the flow run that ended a rotation gets that rotation back, not a new one.
-    A new rotation is refused (nothing changed) when the user has two active keys. A rotation that stopped
-    at its wait deadline gets a fresh deadline. Timings given explicitly to this run replace the recorded ones.
+    See :func:`continue_recorded` for carrying on. A new rotation is refused (nothing changed) when the user has
+    two active keys.
     """
     logger = get_run_logger()
     previous = ctx.records.load_state()
     now = utcnow()
-    if previous is not None and previous.phase.terminal and ctx.flow_run_id in _runs_of(previous):
-        logger.info("This flow run's rotation %s has ended (%s)", previous.rotation_id, previous.phase.value)
-        return previous  # a retry or a resume of the same flow run: never start a second rotation
-    if previous is not None and not previous.phase.terminal:
-        logger.info(
-            "Continuing rotation %s of %r from phase %r (started %s by %s)",
-            previous.rotation_id,
-            ctx.user_name,
-            previous.phase.value,
-            previous.started_at.isoformat(),
-            previous.started_by,
-        )
-        changes: dict[str, object] = {}
-        if previous.rollback_started_at is not None:
-            raise RotationConflict(
-                f"a rollback of rotation {previous.rotation_id} started at {previous.rollback_started_at.isoformat()} "
-                f"and did not finish; run `keyrotor rollback {ctx.user_name}` to finish it"
-            )
-        paused_run = previous.paused_run_id or _paused_in_prefect(previous.last_flow_run_id)
-        if paused_run and paused_run != ctx.flow_run_id:
-            raise RotationConflict(
-                f"rotation {previous.rotation_id} of {ctx.user_name!r} is paused (flow run {paused_run}"
-                f"{', since ' + previous.paused_at.isoformat() if previous.paused_at else ''}); resume it in the "
-                f"Prefect UI or with `keyrotor resume {ctx.user_name}`, or roll it back"
-            )
-        if previous.paused_run_id:
-            logger.info("Resuming after the pause of %s", previous.paused_at.isoformat() if previous.paused_at else "?")
-            changes.update(paused_run_id=None, paused_at=None, pause_reason=None)
-        if overridden and previous.timings != timings.as_seconds():
-            changes["timings"] = timings.as_seconds()
-        if previous.halted:
-            logger.info("The last run stopped at its wait deadline (%s); waiting again", previous.halted)
-            wait = timings.max_wait if overridden else previous.timing("max_wait")
-            changes.update(halted=None, wait_deadline=now + wait)
-        return ctx.save(previous.evolve(**changes)) if changes else previous
+    recorded = continue_recorded(ctx, previous, timings, overridden)
+    if recorded is not None:
+        return recorded
 
     keys = ctx.iam.list_keys(ctx.user_name)
     plan = plan_slots(ctx.user_name, keys)
@@ -111,6 +78,57 @@ def start_rotation(ctx: RotationContext, timings: Timings, overridden: bool) -> 
         ", ".join(state.keys_before) or "(none)",
     )
     return state
+
+
+def continue_recorded(
+    ctx: RotationContext, previous: RotationState | None, timings: Timings, overridden: bool
+) -> RotationState | None:
+    """The recorded rotation this run must carry on (or has ended), or None when a new one may start.
+
+    Refuses while a rollback is unfinished or another flow run holds the rotation paused. A run resumed after its
+    pause clears the pause; a rotation that stopped at its wait deadline gets a fresh deadline; timings given
+    explicitly to this run replace the recorded ones.
+    """
+    logger = get_run_logger()
+    if previous is None:
+        return None
+    if previous.phase.terminal:
+        if ctx.flow_run_id in _runs_of(previous):
+            logger.info("This flow run's rotation %s has ended (%s)", previous.rotation_id, previous.phase.value)
+            return previous  # a retry or a resume of the same flow run: never start a second rotation
+        return None
+    logger.info(
+        "Continuing %s %s of %r from phase %r (started %s by %s)",
+        previous.kind,
+        previous.rotation_id,
+        ctx.user_name,
+        previous.phase.value,
+        previous.started_at.isoformat(),
+        previous.started_by,
+    )
+    if previous.rollback_started_at is not None:
+        raise RotationConflict(
+            f"a rollback of rotation {previous.rotation_id} started at {previous.rollback_started_at.isoformat()} "
+            f"and did not finish; run `keyrotor rollback {ctx.user_name}` to finish it"
+        )
+    paused_run = previous.paused_run_id or _paused_in_prefect(previous.last_flow_run_id)
+    if paused_run and paused_run != ctx.flow_run_id:
+        raise RotationConflict(
+            f"rotation {previous.rotation_id} of {ctx.user_name!r} is paused (flow run {paused_run}"
+            f"{', since ' + previous.paused_at.isoformat() if previous.paused_at else ''}); resume it in the "
+            f"Prefect UI or with `keyrotor resume {ctx.user_name}`, or roll it back"
+        )
+    changes: dict[str, object] = {}
+    if previous.paused_run_id:
+        logger.info("Resuming after the pause of %s", previous.paused_at.isoformat() if previous.paused_at else "?")
+        changes.update(paused_run_id=None, paused_at=None, pause_reason=None)
+    if overridden and previous.timings != timings.as_seconds():
+        changes["timings"] = timings.as_seconds()
+    if previous.halted:
+        logger.info("The last run stopped at its wait deadline (%s); waiting again", previous.halted)
+        wait = timings.max_wait if overridden else previous.timing("max_wait")
+        changes.update(halted=None, wait_deadline=utcnow() + wait)
+    return ctx.save(previous.evolve(**changes)) if changes else previous
 
 
 def _runs_of(state: RotationState) -> set[str]:

@@ -129,6 +129,8 @@ def served(stack_environ: dict[str, str], prefect_api: str) -> Iterator[subproce
     """``keyrotor serve`` in the background, as a newcomer runs it, until its deployments are registered."""
     from prefect.client.orchestration import get_client
 
+    from keyrotor.deployments.serve import NAMES
+
     env = {**stack_environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     log = (OUTPUT / "serve.log").open("w")
     process = subprocess.Popen(
@@ -140,7 +142,7 @@ def served(stack_environ: dict[str, str], prefect_api: str) -> Iterator[subproce
             while True:
                 assert process.poll() is None, (OUTPUT / "serve.log").read_text()[-3000:]
                 names = {d.name for d in client.read_deployments()}
-                if {"rotate-access-key", "delete-old-key", "rollback-rotation", "finish-due-deletions"} <= names:
+                if set(NAMES) <= names:
                     break
                 assert time.time() < deadline, names
                 time.sleep(0.5)

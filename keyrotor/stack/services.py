@@ -356,6 +356,8 @@ def _environment(name: str, stack_dir: Path, port: int) -> dict[str, str]:
             "PREFECT_HOME": str(stack_dir / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_API_URL": f"http://{LOOPBACK}:{port}/api",  # else the UI calls port 4200 whatever the port
+            # SQLite serializes writes: under many concurrent flow runs the default 10 s gives 503s.
+            "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
         }
     return env
 

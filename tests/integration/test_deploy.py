@@ -11,6 +11,7 @@ from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from keyrotor.deployments.serve import NAMES, REMEDIATE_CRON, SWEEP_CRON
 from keyrotor.stack.services import LocalStack, StackPorts
 from tests.conftest import OUTPUT, ROOT
 from tests.integration.test_rotate import active_keys, assert_rotated
@@ -33,14 +34,10 @@ def test_prefect_deploy_all_runs_a_rotation_on_a_process_worker(iam, connections
             with temporary_settings(updates={PREFECT_API_URL: own.env["PREFECT_API_URL"]}):
                 with get_client(sync_client=True) as client:
                     deployments = {d.name: d for d in client.read_deployments()}
-                assert set(deployments) == {
-                    "rotate-access-key",
-                    "delete-old-key",
-                    "rollback-rotation",
-                    "finish-due-deletions",
-                }
+                assert set(deployments) == set(NAMES)
                 assert all(d.work_pool_name == "keyrotor" for d in deployments.values())
-                assert [s.schedule.cron for s in deployments["finish-due-deletions"].schedules] == ["17 * * * *"]
+                assert [s.schedule.cron for s in deployments["finish-due-deletions"].schedules] == [SWEEP_CRON]
+                assert [s.schedule.cron for s in deployments["audit-and-remediate"].schedules] == [REMEDIATE_CRON]
 
                 user = user_factory("deployed")
                 old = active_keys(iam, user)[0]

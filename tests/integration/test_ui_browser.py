@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from keyrotor.deployments.serve import NAMES
 from keyrotor.model import Phase
 from keyrotor.tasks.pause import suspend_run
 from tests.conftest import OUTPUT
@@ -42,7 +43,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DEPLOYMENTS = ["rotate-access-key", "delete-old-key", "rollback-rotation", "finish-due-deletions"]
+DEPLOYMENTS = list(NAMES)
 # The UI renders finish-due-deletions' cron "17 * * * *" as "At 17 minutes past the hour every day" (cronstrue);
 # the raw cron is accepted too, in case a later UI shows it.
 SWEEP_SCHEDULE = re.compile(r"17 minutes past the hour|17 \* \* \* \*")
@@ -118,7 +119,7 @@ def test_deployments_visible_and_paused_rotation_resumed_by_click(  # type: igno
     try:
         # (a) The deployments page: the four deployments and the sweep's hourly schedule.
         page.goto(f"{base}deployments")
-        expect(page.get_by_text(re.compile(r"^\s*4 Deployments\s*$"))).to_be_visible()
+        expect(page.get_by_text(re.compile(rf"^\s*{len(NAMES)} Deployments\s*$"))).to_be_visible()
         for name in DEPLOYMENTS:
             row = page.get_by_role("row").filter(has=page.get_by_role("link", name=name, exact=True))
             expect(row, f"a row for deployment {name}").to_have_count(1)

@@ -1,0 +1,86 @@
+"""``audit-and-remediate``: audit the account and remedy every flagged user, each in its own flow run.
+
+Each user's remedy (a rotation, or the retirement of a key) is its own flow run, so each can be paused,
+resumed or rolled back alone; at most ``max_concurrency`` run at once; one user's failure never stops the others.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from keyrotor.audit_settings import AuditSettings
+from keyrotor.remediation import Action, UserPlan
+from keyrotor.tasks.remediate import (
+    audit_account_task,
+    plan_remediation,
+    publish_audit_and_plan,
+    publish_outcome,
+    remediate_user,
+)
+
+
+@flow(name="audit-and-remediate", persist_result=False)
+def audit_and_remediate(
+    dry_run: bool = False,
+    max_concurrency: int = 4,
+    users: list[str] | None = None,
+    quiet_period: str | None = None,
+    poll_interval: str | None = None,
+    max_wait: str | None = None,
+    grace_period: str | None = None,
+) -> dict[str, Any]:
+    """Audit, publish the findings and the plan, then (unless ``dry_run``) remedy each flagged user.
+
+    Args:
+        dry_run: Publish the audit and the plan only; change nothing.
+        max_concurrency: Most users remedied at once.
+        users: Limit to these user names (globs); default: the whole account.
+        quiet_period: Timings passed to every rotation and retirement (default: settings).
+        poll_interval: See quiet_period.
+        max_wait: See quiet_period.
+        grace_period: See quiet_period.
+    """
+    settings = AuditSettings.load()
+    timings = {
+        "quiet_period": quiet_period,
+        "poll_interval": poll_interval,
+        "max_wait": max_wait,
+        "grace_period": grace_period,
+    }
+    result = audit_account_task(settings, users or [])
+    plans = plan_remediation(result, settings, timedelta(days=1), max(1, max_concurrency))
+    publish_audit_and_plan(result, plans)
+    report: dict[str, Any] = {"plans": [plan.to_json() for plan in plans], "exempt": [e.user for e in result.exempt]}
+    if dry_run:
+        return report | {"dry_run": True}
+    runner = ThreadPoolTaskRunner(max_workers=max(1, max_concurrency))
+    outcomes = remedy_users.with_options(task_runner=runner)(plans, timings, settings.unused_days)
+    publish_outcome(outcomes)
+    return report | {"outcomes": outcomes, "summary": dict(Counter(o["outcome"] for o in outcomes))}
+
+
+@flow(name="remedy-users", persist_result=False)
+def remedy_users(plans: list[UserPlan], timings: dict[str, str | None], unused_days: int) -> list[dict[str, Any]]:
+    """Remedy each actionable user concurrently (the task runner's workers bound it), logging progress."""
+    logger = get_run_logger()
+    actionable = [plan for plan in plans if plan.action not in (Action.NOTHING, Action.NEEDS_PERSON)]
+    outcomes = [
+        {"user": plan.user, "action": plan.action.value, "outcome": "unchanged", "reason": plan.reason}
+        | ({"outcome": "needs-a-person"} if plan.action is Action.NEEDS_PERSON else {})
+        for plan in plans
+        if plan not in actionable
+    ]
+    futures = [remediate_user.submit(plan, timings, unused_days) for plan in actionable]
+    counts: Counter[str] = Counter()
+    for done, future in enumerate(as_completed(futures), start=1):
+        outcome = future.result()
+        outcomes.append(outcome)
+        counts[outcome["outcome"]] += 1
+        logger.info("Progress %d/%d: %s", done, len(futures), ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    return sorted(outcomes, key=lambda outcome: outcome["user"])

@@ -1,0 +1,70 @@
+"""The fleet view: audit the account, then plan a remedy per flagged user from live IAM and Vault facts.
+
+Plain functions, shared by ``keyrotor remediate`` (which prints the plan before anything changes) and the
+``audit-and-remediate`` flow (which re-plans live right before acting).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import boto3
+from botocore.config import Config
+
+from keyrotor.audit import AuditResult, Rule
+from keyrotor.audit_settings import AuditSettings
+from keyrotor.connect import Connections
+from keyrotor.credential_report import audit_account
+from keyrotor.remediation import UserFacts, UserPlan, plan_user, rules_by_user
+
+
+def run_audit(settings: AuditSettings, only_users: Sequence[str] = (), max_attempts: int = 10) -> AuditResult:
+    """The audit, as ``keyrotor audit`` runs it (credential report, tags, rules, exemptions)."""
+    iam = boto3.session.Session().client(
+        "iam", config=Config(retries={"mode": "standard", "max_attempts": max_attempts})
+    )
+    return audit_account(iam, settings.policy(only_users), settings.report_timeout)
+
+
+def plan_fleet(
+    connections: Connections,
+    result: AuditResult,
+    settings: AuditSettings,
+    recent: timedelta,
+    concurrency: int = 8,
+) -> list[UserPlan]:
+    """A plan per flagged user, from live facts read only for those users (never one call per account user)."""
+    flagged = rules_by_user(result.findings)
+    now = datetime.now(UTC)
+
+    def plan_one(user: str) -> UserPlan:
+        return plan_user(
+            user,
+            flagged[user],
+            gather_facts(connections, user),
+            now=now,
+            recent=recent,
+            max_age=timedelta(days=settings.max_key_age_days),
+            unused=timedelta(days=settings.unused_days),
+        )
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="plan") as pool:
+        return list(pool.map(plan_one, sorted(flagged)))
+
+
+def gather_facts(connections: Connections, user: str) -> UserFacts:
+    """The user's keys, the key Vault names, and the last use of each active key."""
+    keys = connections.iam.list_keys(user)
+    published = connections.records(user).published()
+    last_used = {key.key_id: connections.iam.last_used(key.key_id) for key in keys if key.active}
+    return UserFacts(keys, published.key_id if published else None, last_used)
+
+
+def rule_names(result: AuditResult) -> dict[str, list[str]]:
+    """Per flagged user, the rules broken (for reports)."""
+    return {user: sorted(rule.value for rule in rules) for user, rules in rules_by_user(result.findings).items()}
+
+
+__all__ = ["Rule", "gather_facts", "plan_fleet", "rule_names", "run_audit"]

@@ -1,0 +1,112 @@
+"""Steps of fleet remediation: audit, plan, publish what was found and decided, remedy one user."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from prefect import Flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+
+from keyrotor.audit import AuditResult
+from keyrotor.audit_settings import AuditSettings
+from keyrotor.connect import Connections
+from keyrotor.errors import KeyrotorError
+from keyrotor.fleet import plan_fleet, run_audit
+from keyrotor.remediation import Action, UserPlan
+from keyrotor.settings import Settings
+from keyrotor.tasks import STEP
+
+
+@task(name="audit-account", **STEP)
+def audit_account_task(settings: AuditSettings, only_users: list[str]) -> AuditResult:
+    """Audit the account (or the given users) from one credential report."""
+    result = run_audit(settings, only_users)
+    get_run_logger().info(
+        "Audit: %d users, %d findings, %d exempt; report generated %s",
+        result.users,
+        len(result.findings),
+        len(result.exempt),
+        result.generated_at.isoformat(),
+    )
+    return result
+
+
+@task(name="plan-remediation", **STEP)
+def plan_remediation(
+    result: AuditResult, settings: AuditSettings, recent: timedelta, concurrency: int
+) -> list[UserPlan]:
+    """Re-read each flagged user's keys, Vault record and last use, and choose a remedy."""
+    plans = plan_fleet(Connections.from_settings(Settings()), result, settings, recent, concurrency)
+    counts: dict[str, int] = {}
+    for plan in plans:
+        counts[plan.action.value] = counts.get(plan.action.value, 0) + 1
+    get_run_logger().info("Plan: %s", ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "nothing")
+    return plans
+
+
+@task(name="publish-audit-and-plan", **STEP)
+def publish_audit_and_plan(result: AuditResult, plans: list[UserPlan]) -> None:
+    """The audit as a table and the plan as markdown, in the Prefect UI."""
+    create_table_artifact(
+        key="keyrotor-audit",
+        table=[finding.to_json() | {"cis": ", ".join(str(ref) for ref in finding.cis)} for finding in result.findings]
+        or [{"result": "compliant"}],
+        description=f"Access-key audit of {result.users} users (report generated {result.generated_at.isoformat()})",
+    )
+    lines = ["# keyrotor remediation plan", "", "| user | action | key | keep | why |", "|---|---|---|---|---|"]
+    lines += [f"| {p.user} | {p.action.value} | {p.key_id or ''} | {p.keep_key_id or ''} | {p.reason} |" for p in plans]
+    lines += ["", f"Exempt: {', '.join(e.user for e in result.exempt) or 'none'}"]
+    create_markdown_artifact(key="keyrotor-plan", markdown="\n".join(lines), description="What remediation does")
+
+
+@task(name="remediate-user", **STEP)
+def remediate_user(plan: UserPlan, timings: dict[str, str | None], unused_days: int) -> dict[str, Any]:
+    """Carry out one user's remedy as its own flow run; a failure is reported, never raised."""
+    from keyrotor.flows.retire import retire_access_key
+    from keyrotor.flows.rotate import rotate_access_key
+
+    outcome: dict[str, Any] = {"user": plan.user, "action": plan.action.value, "reason": plan.reason}
+    retire = {"user_name": plan.user, "key_id": plan.key_id, "keep_key_id": plan.keep_key_id} | timings
+    try:
+        if plan.action is Action.ROTATE:
+            phase = _run_remedy(rotate_access_key, {"user_name": plan.user} | timings)
+        elif plan.action is Action.RETIRE:
+            phase = _run_remedy(retire_access_key, retire)
+        elif plan.action is Action.DEACTIVATE_UNUSED:
+            unused = retire | {"keep_key_id": None, "min_idle_days": unused_days, "quiet_period": "0s"}
+            phase = _run_remedy(retire_access_key, unused)
+        else:
+            return outcome | {"outcome": "unchanged"}
+    except Exception as error:  # noqa: BLE001 - one user's failure, whatever it is, never stops the others
+        get_run_logger().warning("%s: %s failed: %s", plan.user, plan.action.value, error)
+        return outcome | {"outcome": "failed", "reason": f"{type(error).__name__}: {error}"}
+    return outcome | {"outcome": phase}
+
+
+def _run_remedy(flow_function: Flow[..., Any], parameters: dict[str, Any]) -> str:
+    """Run the user's flow from its deployment when there is one (so it can be paused from the UI), else in process.
+
+    Returns the rotation's phase at the end of the run.
+    """
+    name = f"{flow_function.name}/{flow_function.name}"
+    try:
+        run = run_deployment(name, parameters=parameters, timeout=None, poll_interval=1, as_subflow=True)
+    except ObjectNotFound:
+        return str(flow_function(**parameters)["phase"])
+    if run.state is None or not run.state.is_completed():
+        raise KeyrotorError(run.state.message if run.state else f"flow run {run.name} has no state")
+    state = Connections.from_settings(Settings()).records(parameters["user_name"]).load_state()
+    return state.phase.value if state else "unknown"
+
+
+@task(name="publish-outcome", **STEP)
+def publish_outcome(outcomes: list[dict[str, Any]]) -> None:
+    """The outcome per user as a table in the Prefect UI."""
+    create_table_artifact(
+        key="keyrotor-remediation",
+        table=outcomes or [{"result": "nothing to do"}],
+        description="Outcome of the remediation, per user",
+    )
