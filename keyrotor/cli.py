@@ -102,14 +102,9 @@ def finish(
     as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
 ) -> None:
     """Delete USER's deactivated old key now that its grace period is over (what the scheduled run does)."""
-    try:
-        from keyrotor.flows.delete_old_key import delete_old_key_after_grace
+    from keyrotor.flows.delete_old_key import delete_old_key_after_grace
 
-        report = delete_old_key_after_grace(user_name=user)
-    except KeyrotorError as error:
-        _fail(error, as_json)
-        return
-    _print_report(report, as_json)
+    _run_flow(delete_old_key_after_grace, user, as_json, (Phase.COMPLETED,))
 
 
 @app.command()
@@ -122,17 +117,9 @@ def rollback(
     Also cancels the scheduled deletion and a paused run. Possible until the old key is deleted; after that it
     says so and changes nothing. Safe to run again.
     """
-    try:
-        from keyrotor.flows.rollback import rollback_rotation
+    from keyrotor.flows.rollback import rollback_rotation
 
-        report = rollback_rotation(user_name=user)
-    except KeyrotorError as error:
-        _fail(error, as_json)
-        return
-    if as_json:
-        print(json.dumps(report, default=str))
-    else:
-        _print_rotation(report)
+    _run_flow(rollback_rotation, user, as_json, (Phase.ROLLED_BACK,))
 
 
 @app.command()
@@ -324,13 +311,25 @@ def serve(
 app.command(name="audit")(audit_cli.audit)
 
 
-def _print_report(report: dict[str, Any], as_json: bool) -> None:
-    """Print a rotation's outcome; exit non-zero unless it reached its end for this run."""
+def _run_flow(flow_function: Any, user: str, as_json: bool, ok: tuple[Phase, ...]) -> None:
+    """Run a one-user flow in process and print its outcome; clear message and exit code on failure."""
+    try:
+        report = flow_function(user_name=user)
+    except KeyrotorError as error:
+        _fail(error, as_json)
+        return
+    _print_report(report, as_json, ok)
+
+
+def _print_report(
+    report: dict[str, Any], as_json: bool, ok: tuple[Phase, ...] = (Phase.COMPLETED, Phase.DEACTIVATED)
+) -> None:
+    """Print a rotation's outcome; exit non-zero unless it reached an ending in ``ok`` for this run."""
     if as_json:
         print(json.dumps(report, default=str))
     else:
         _print_rotation(report)
-    if report["phase"] not in (Phase.COMPLETED, Phase.DEACTIVATED):
+    if report["phase"] not in ok:
         err.print(
             f"[bold red]rotation ended in phase {report['phase']}:[/] {report.get('error') or ''}", highlight=False
         )
