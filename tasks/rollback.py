@@ -12,6 +12,7 @@ from prefect.states import Cancelled
 
 from keyrotor.context import RotationContext
 from keyrotor.errors import PreconditionFailed, RollbackImpossible
+from keyrotor.failpoints import failpoint
 from keyrotor.model import KeyStatus, Phase, RotationState, utcnow
 from keyrotor.tasks import STEP
 
@@ -54,6 +55,7 @@ def reactivate_old_key(ctx: RotationContext, state: RotationState) -> None:
     if not old.active:
         ctx.iam.set_status(ctx.user_name, old.key_id, KeyStatus.ACTIVE)
         get_run_logger().info("Reactivated old key %s of %r", old.key_id, ctx.user_name)
+    failpoint("rollback-reactivated")
 
 
 @task(name="restore-previous-secret", **STEP)
@@ -76,6 +78,7 @@ def restore_previous_secret(ctx: RotationContext, state: RotationState) -> str:
             "restore the old key's secret by hand"
         )
     restored = ctx.records.publish(previous, cas=current.version)
+    failpoint("rollback-restored")
     note = f"restored version {state.previous_secret_version} as version {restored.version} (key {previous.key_id})"
     logger.info("Vault %s: %s", ctx.records.paths.secret, note)
     return note

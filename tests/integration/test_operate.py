@@ -168,6 +168,26 @@ def test_rollback_of_an_interrupted_rotation(iam, connections, user_factory, sta
     assert keyrotor_cli(stack_environ, "rotate", user).returncode == 0, "a new rotation can start after a rollback"
 
 
+@pytest.mark.parametrize("failpoint", ["rollback-reactivated", "rollback-restored"])
+def test_an_interrupted_rollback_run_again_ends_the_same(
+    iam, connections, user_factory, stack_environ, failpoint
+) -> None:
+    user = user_factory("rb-killed")
+    old = active_keys(iam, user)[0]
+    rotated = keyrotor_cli(stack_environ, "rotate", user, "--grace-period", "10m")
+    assert rotated.returncode == 0, rotated.stderr
+    killed = keyrotor_cli({**stack_environ, "KEYROTOR_FAILPOINT": failpoint}, "rollback", user)
+    assert killed.returncode == -signal.SIGKILL
+    blocked = keyrotor_cli(stack_environ, "rotate", user)
+    assert blocked.returncode == 4 and "rollback" in blocked.stderr  # an unfinished rollback is finished, not undone
+    rollback_and_check(iam, connections, stack_environ, user, old)
+    records = connections.records(user)
+    restores = [s for s in records.state_history() if s.phase is Phase.ROLLED_BACK]
+    assert len(restores) == 1
+    versions = records.kv.current_version(records.paths.secret)
+    assert versions == 3, "one publish and exactly one restore, even with the rollback run twice"
+
+
 def test_rollback_while_waiting_for_a_key_still_in_use(iam, connections, user_factory, stack_environ) -> None:
     user = user_factory("rb-waiting")
     old = active_keys(iam, user)[0]
