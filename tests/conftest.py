@@ -130,6 +130,7 @@ def served(stack_environ: dict[str, str], prefect_api: str) -> Iterator[subproce
     from prefect.client.orchestration import get_client
 
     from keyrotor.deployments.serve import NAMES
+    from tests.helpers import stop_process
 
     env = {**stack_environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     log = (OUTPUT / "serve.log").open("w")
@@ -148,6 +149,5 @@ def served(stack_environ: dict[str, str], prefect_api: str) -> Iterator[subproce
                 time.sleep(0.5)
         yield process
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_process(process)
         log.close()

@@ -14,6 +14,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from keyrotor.deployments.serve import NAMES, REMEDIATE_CRON, SWEEP_CRON
 from keyrotor.stack.services import LocalStack, StackPorts
 from tests.conftest import OUTPUT, ROOT
+from tests.helpers import stop_process
 from tests.integration.test_rotate import active_keys, assert_rotated
 
 pytestmark = pytest.mark.integration
@@ -52,6 +53,5 @@ def test_prefect_deploy_all_runs_a_rotation_on_a_process_worker(iam, connections
             )
             assert_rotated(iam, connections, user, old)
         finally:
-            worker.terminate()
-            worker.wait(timeout=30)
+            stop_process(worker)
             log.close()

@@ -69,9 +69,7 @@ def caller_arn(stack: LocalStack, key: dict[str, str], secret: str | None = None
 
 def last_used(iam: Any, key_id: str) -> datetime | None:
     """The key's LastUsedDate, or None when it was never used."""
-    used: datetime | None = iam.get_access_key_last_used(AccessKeyId=key_id)["AccessKeyLastUsed"].get(
-        "LastUsedDate"
-    )
+    used: datetime | None = iam.get_access_key_last_used(AccessKeyId=key_id)["AccessKeyLastUsed"].get("LastUsedDate")
     return used
 
 
@@ -112,9 +110,7 @@ def test_inactive_key_is_refused_and_last_used_unchanged(
     assert last_used(stack_iam, key_id) == used_before
 
 
-def test_reactivated_key_works_again(
-    stack_servers: LocalStack, stack_iam: Any, stack_user_key: dict[str, str]
-) -> None:
+def test_reactivated_key_works_again(stack_servers: LocalStack, stack_iam: Any, stack_user_key: dict[str, str]) -> None:
     key_id, user = stack_user_key["AccessKeyId"], stack_user_key["UserName"]
     stack_iam.update_access_key(UserName=user, AccessKeyId=key_id, Status="Inactive")
     with pytest.raises(ClientError):
@@ -126,12 +122,8 @@ def test_reactivated_key_works_again(
     assert last_used(stack_iam, key_id) is not None
 
 
-def test_deleted_key_is_refused(
-    stack_servers: LocalStack, stack_iam: Any, stack_user_key: dict[str, str]
-) -> None:
-    stack_iam.delete_access_key(
-        UserName=stack_user_key["UserName"], AccessKeyId=stack_user_key["AccessKeyId"]
-    )
+def test_deleted_key_is_refused(stack_servers: LocalStack, stack_iam: Any, stack_user_key: dict[str, str]) -> None:
+    stack_iam.delete_access_key(UserName=stack_user_key["UserName"], AccessKeyId=stack_user_key["AccessKeyId"])
 
     with pytest.raises(ClientError) as error:
         caller_arn(stack_servers, stack_user_key)
@@ -172,9 +164,7 @@ def test_presigned_url_of_inactive_key_is_refused(
     assert b"<Code>InvalidClientTokenId</Code>" in error.value.read()
 
 
-def test_admin_credentials_work(
-    stack_servers: LocalStack, stack_iam: Any, stack_user_key: dict[str, str]
-) -> None:
+def test_admin_credentials_work(stack_servers: LocalStack, stack_iam: Any, stack_user_key: dict[str, str]) -> None:
     users = {user["UserName"] for user in stack_iam.list_users()["Users"]}
 
     assert stack_user_key["UserName"] in users
@@ -194,9 +184,7 @@ def test_concurrent_requests_get_the_right_answer(
     stack_servers: LocalStack, stack_iam: Any, stack_user_key: dict[str, str]
 ) -> None:
     inactive = stack_iam.create_access_key(UserName=stack_user_key["UserName"])["AccessKey"]
-    stack_iam.update_access_key(
-        UserName=inactive["UserName"], AccessKeyId=inactive["AccessKeyId"], Status="Inactive"
-    )
+    stack_iam.update_access_key(UserName=inactive["UserName"], AccessKeyId=inactive["AccessKeyId"], Status="Inactive")
 
     def outcome(key: dict[str, str]) -> str:
         try:

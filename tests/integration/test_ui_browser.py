@@ -92,8 +92,14 @@ def ui_page(browser_installed: None, stack_environ: dict[str, str], tmp_path: Pa
         # The UI must be told its own server's API (the stack sets PREFECT_UI_API_URL), whatever the port.
         with urllib.request.urlopen(f"{base}ui-settings", timeout=10) as response:
             assert json.load(response)["api_url"] == api, "the Prefect UI would call another server's API"
-        context.on("request", lambda request: stray.append(request.url)
-                   if "/api/" in request.url and urlsplit(request.url).netloc != api_origin else None)
+        context.on(
+            "request",
+            lambda request: (
+                stray.append(request.url)
+                if "/api/" in request.url and urlsplit(request.url).netloc != api_origin
+                else None
+            ),
+        )
         page = context.pages[0] if context.pages else context.new_page()
         try:
             yield page, base
@@ -136,8 +142,9 @@ def test_deployments_visible_and_paused_rotation_resumed_by_click(  # type: igno
         # would hand back an un-awaited coroutine: schedule from a thread of its own, with this thread's
         # context (Prefect's settings, PREFECT_API_URL among them, are context variables).
         with ThreadPoolExecutor(max_workers=1) as pool:
-            run_id = pool.submit(contextvars.copy_context().run, schedule_rotation, user,
-                                 quiet_period="30s").result(timeout=60)
+            run_id = pool.submit(contextvars.copy_context().run, schedule_rotation, user, quiet_period="30s").result(
+                timeout=60
+            )
         wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.PUBLISHED, "the wait")
         suspend_run(run_id, timedelta(minutes=10))
         wait_for(lambda: records.load_state().paused_run_id == run_id, "the durable pause")
