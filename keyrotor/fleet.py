@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import boto3
 from botocore.config import Config
 
-from keyrotor.audit import AuditResult, Rule
+from keyrotor.audit import AuditResult
 from keyrotor.audit_settings import AuditSettings
 from keyrotor.connect import Connections
 from keyrotor.credential_report import audit_account
@@ -60,11 +60,3 @@ def gather_facts(connections: Connections, user: str) -> UserFacts:
     published = connections.records(user).published()
     last_used = {key.key_id: connections.iam.last_used(key.key_id) for key in keys if key.active}
     return UserFacts(keys, published.key_id if published else None, last_used)
-
-
-def rule_names(result: AuditResult) -> dict[str, list[str]]:
-    """Per flagged user, the rules broken (for reports)."""
-    return {user: sorted(rule.value for rule in rules) for user, rules in rules_by_user(result.findings).items()}
-
-
-__all__ = ["Rule", "gather_facts", "plan_fleet", "rule_names", "run_audit"]
