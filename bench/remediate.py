@@ -45,7 +45,8 @@ def baseline(prefix: str, concurrency: int) -> int:
     from keyrotor.audit_settings import AuditSettings
     from keyrotor.connect import Connections, whoami
     from keyrotor.context import RotationContext
-    from keyrotor.fleet import plan_fleet, run_audit
+    from keyrotor.credential_report import run_audit
+    from keyrotor.fleet import plan_fleet
     from keyrotor.settings import Settings
     from keyrotor.tasks.keys import check_old_key, create_new_key, deactivate_old_key, delete_old_key, verify_new_key
     from keyrotor.tasks.lease import Lease

@@ -81,13 +81,11 @@ def _run(
     only_users: list[str] | None,
     err: Console,
 ) -> AuditResult:
-    """Load the settings, build the IAM client, and audit the account."""
-    import boto3
-    from botocore.config import Config
+    """Load the settings and audit the account, telling stderr while IAM generates the report."""
     from pydantic import ValidationError
 
     from keyrotor.audit_settings import AuditSettings
-    from keyrotor.credential_report import audit_account
+    from keyrotor.credential_report import run_audit
     from keyrotor.errors import ConfigurationError
     from keyrotor.settings import Settings
 
@@ -98,12 +96,11 @@ def _run(
         attempts = Settings().aws_max_attempts
     except ValidationError as error:
         raise ConfigurationError(f"invalid KEYROTOR_* settings: {error}") from None
-    iam = boto3.session.Session().client("iam", config=Config(retries={"mode": "standard", "max_attempts": attempts}))
 
     def waiting(state: str, waited: float) -> None:
         err.print(f"waiting for IAM to generate the credential report ({state}, {waited:.0f} s)", highlight=False)
 
-    return audit_account(iam, settings.policy(only_users or ()), settings.report_timeout, waiting)
+    return run_audit(settings, only_users or (), attempts, waiting)
 
 
 def _fail(error: KeyrotorError, as_json: bool, err: Console) -> NoReturn:

@@ -236,7 +236,8 @@ def remediate(
     """
     from keyrotor.audit_settings import AuditSettings
     from keyrotor.connect import Connections
-    from keyrotor.fleet import plan_fleet, run_audit
+    from keyrotor.credential_report import run_audit
+    from keyrotor.fleet import plan_fleet
     from keyrotor.flows.rotate import resolve_timings
     from keyrotor.settings import Settings
 

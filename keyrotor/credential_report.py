@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.etree import ElementTree
 
+import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from keyrotor.audit import (
@@ -38,6 +40,7 @@ from keyrotor.audit import (
     match_key_ids,
     parse_report,
 )
+from keyrotor.audit_settings import AuditSettings
 from keyrotor.aws import translate
 from keyrotor.errors import AwsError
 
@@ -56,6 +59,18 @@ _PAGE_SIZE = 1000  # the largest page IAM serves
 _PAGING_FIELD = re.compile(rb"<(IsTruncated|Marker)>([^<]*)</(?:IsTruncated|Marker)>")
 _PAGED = b"<R><GetAccountAuthorizationDetailsResult>%s</GetAccountAuthorizationDetailsResult></R>"
 _MEMBER_TOKEN = re.compile(rb"<(/?)member>")
+
+
+def run_audit(
+    settings: AuditSettings,
+    only_users: Sequence[str] = (),
+    max_attempts: int = 10,
+    on_wait: WaitCallback | None = None,
+) -> AuditResult:
+    """The audit as ``keyrotor audit`` and the remediation run it: a standard-retry IAM client and these settings."""
+    config = Config(retries={"mode": "standard", "max_attempts": max_attempts})
+    iam = boto3.session.Session().client("iam", config=config)
+    return audit_account(iam, settings.policy(only_users), settings.report_timeout, on_wait)
 
 
 def audit_account(

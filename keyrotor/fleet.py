@@ -6,26 +6,13 @@ Plain functions, shared by ``keyrotor remediate`` (which prints the plan before 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-
-import boto3
-from botocore.config import Config
 
 from keyrotor.audit import AuditResult
 from keyrotor.audit_settings import AuditSettings
 from keyrotor.connect import Connections
-from keyrotor.credential_report import audit_account
 from keyrotor.remediation import UserFacts, UserPlan, plan_user, rules_by_user
-
-
-def run_audit(settings: AuditSettings, only_users: Sequence[str] = (), max_attempts: int = 10) -> AuditResult:
-    """The audit, as ``keyrotor audit`` runs it (credential report, tags, rules, exemptions)."""
-    iam = boto3.session.Session().client(
-        "iam", config=Config(retries={"mode": "standard", "max_attempts": max_attempts})
-    )
-    return audit_account(iam, settings.policy(only_users), settings.report_timeout)
 
 
 def plan_fleet(

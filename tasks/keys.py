@@ -144,7 +144,9 @@ def deactivate_old_key(ctx: RotationContext, state: RotationState) -> RotationSt
     keys = {key.key_id: key for key in ctx.iam.list_keys(ctx.user_name)}
     new_key = keys.get(state.new_key_id or "")
     if state.new_key_id is not None and (new_key is None or not new_key.active):
-        raise PreconditionFailed(f"the key kept, {state.new_key_id}, is missing or inactive; not deactivating the old key")
+        raise PreconditionFailed(
+            f"the key kept, {state.new_key_id}, is missing or inactive; not deactivating the old key"
+        )
     old_key = keys.get(state.old_key_id or "")
     if old_key is not None and old_key.active:
         ctx.iam.set_status(ctx.user_name, old_key.key_id, KeyStatus.INACTIVE)

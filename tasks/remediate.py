@@ -13,8 +13,9 @@ from prefect.exceptions import ObjectNotFound
 from keyrotor.audit import AuditResult
 from keyrotor.audit_settings import AuditSettings
 from keyrotor.connect import Connections
+from keyrotor.credential_report import run_audit
 from keyrotor.errors import KeyrotorError
-from keyrotor.fleet import plan_fleet, run_audit
+from keyrotor.fleet import plan_fleet
 from keyrotor.remediation import Action, UserPlan
 from keyrotor.settings import Settings
 from keyrotor.tasks import STEP

@@ -51,15 +51,9 @@ def export_lines(env: dict[str, str]) -> str:
 def up(
     stack_dir: DirOption = Path(".stack"),
     moto_port: Annotated[int, typer.Option(help="Port for moto (IAM/STS); 0 picks a free port.")] = 5000,
-    vault_port: Annotated[
-        int, typer.Option(help="Port for the OpenBao dev server; 0 picks a free port.")
-    ] = 8200,
-    prefect_port: Annotated[
-        int, typer.Option(help="Port for the Prefect server; 0 picks a free port.")
-    ] = 4200,
-    prefect: Annotated[
-        bool, typer.Option("--prefect/--no-prefect", help="Also run a Prefect server.")
-    ] = True,
+    vault_port: Annotated[int, typer.Option(help="Port for the OpenBao dev server; 0 picks a free port.")] = 8200,
+    prefect_port: Annotated[int, typer.Option(help="Port for the Prefect server; 0 picks a free port.")] = 4200,
+    prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="Also run a Prefect server.")] = True,
 ) -> None:
     """Start the stack in the background (services already running in --dir are kept) and print its env."""
     wanted = [name for name in SERVICE_NAMES if prefect or name != "prefect"]

@@ -393,9 +393,7 @@ def _wait_healthy(service: Service, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not service.is_healthy():
         if not _pid_running(service.pid):
-            raise StackError(
-                f"{service.name} exited during start-up; see {service.log}:\n{_tail(service.log)}"
-            )
+            raise StackError(f"{service.name} exited during start-up; see {service.log}:\n{_tail(service.log)}")
         if time.monotonic() > deadline:
             raise StackError(
                 f"{service.name} did not become healthy on port {service.port} within {timeout:.0f} s; "
@@ -461,8 +459,7 @@ def _write_state(stack: LocalStack) -> None:
     state = {
         "vault_token": stack.vault_token,
         "services": {
-            s.name: {"pid": s.pid, "port": s.port, "log": str(s.log), "url": s.url}
-            for s in stack.services.values()
+            s.name: {"pid": s.pid, "port": s.port, "log": str(s.log), "url": s.url} for s in stack.services.values()
         },
     }
     partial = state_file.with_suffix(".json.tmp")
