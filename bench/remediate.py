@@ -113,6 +113,7 @@ def main() -> int:
 
     failed = False
     with tempfile.TemporaryDirectory(prefix="keyrotor-bench-") as folder:
+        Path(folder).chmod(0o755)  # under root the stack's PostgreSQL runs as nobody, who must reach its folder
         stack = LocalStack.start(Path(folder) / "stack", StackPorts(0, 0, 0))
         try:
             env = {

@@ -9,6 +9,7 @@ from prefect import Flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from keyrotor.audit import AuditResult
 from keyrotor.audit_settings import AuditSettings
@@ -96,7 +97,10 @@ def _run_remedy(flow_function: Flow[..., Any], parameters: dict[str, Any]) -> st
     try:
         run = run_deployment(name, parameters=parameters, timeout=None, poll_interval=1, as_subflow=True)
     except ObjectNotFound:
-        return str(flow_function(**parameters)["phase"])
+        # No Prefect heartbeats for a run in this process: its engine waits up to a second per run for the
+        # heartbeat thread to stop, which a fleet pays per user; a crashed rotation is found by its Vault lease.
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            return str(flow_function(**parameters)["phase"])
     if run.state is None or not run.state.is_completed():
         raise KeyrotorError(run.state.message if run.state else f"flow run {run.name} has no state")
     state = Connections.from_settings(Settings()).records(parameters["user_name"]).load_state()

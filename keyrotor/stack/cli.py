@@ -56,7 +56,7 @@ def up(
     prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="Also run a Prefect server.")] = True,
 ) -> None:
     """Start the stack in the background (services already running in --dir are kept) and print its env."""
-    wanted = [name for name in SERVICE_NAMES if prefect or name != "prefect"]
+    wanted = [name for name in SERVICE_NAMES if prefect or name not in ("prefect", "postgres")]
     already = load_running(stack_dir)
     kept = set(already.services) if already else set()
     to_start = [name for name in wanted if name not in kept]

@@ -1,4 +1,4 @@
-"""Start, stop and health-check the local stack: moto, an OpenBao dev server and a Prefect server.
+"""Start, stop and health-check the local stack: moto, an OpenBao dev server and a Prefect server on PostgreSQL.
 
 Each service runs as a background process in its own session (so stopping it
 kills its whole process group), listens on a loopback port, and logs to
@@ -26,8 +26,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-#: The services of the stack, in start order.
-SERVICE_NAMES: tuple[str, ...] = ("moto", "vault", "prefect")
+from keyrotor.stack import postgres
+
+#: The services of the stack, in start order (Prefect's database before Prefect).
+SERVICE_NAMES: tuple[str, ...] = ("moto", "vault", "postgres", "prefect")
+#: Set to ``sqlite`` to run the stack's Prefect server on SQLite instead of PostgreSQL.
+PREFECT_DB_VARIABLE = "KEYROTOR_STACK_PREFECT_DB"
 #: The fake AWS credentials of the stack's administrator; moto lets any non-``AKIA`` key id through.
 ADMIN_CREDENTIAL = "keyrotor-local-admin"
 LOOPBACK = "127.0.0.1"
@@ -35,7 +39,7 @@ STATE_FILE = "stack.json"
 
 _HEALTH_PATHS = {"moto": "/moto-api/config", "vault": "/v1/sys/health", "prefect": "/api/health"}
 # A substring of each service's command line, to avoid signalling a process that reused a recorded pid.
-_COMMAND_MARKERS = {"moto": "keyrotor.stack.moto_server", "vault": "bao", "prefect": "prefect"}
+_COMMAND_MARKERS = {"moto": "keyrotor.stack.moto_server", "vault": "bao", "postgres": "postgres", "prefect": "prefect"}
 _POLL_SECONDS = 0.2
 _STOP_SECONDS = 10.0
 # Processes this interpreter started, so that they are reaped (not left as zombies) once stopped.
@@ -54,11 +58,13 @@ class StackPorts:
         moto: Port of moto's IAM/STS endpoint.
         vault: Port of the OpenBao (Vault API) dev server.
         prefect: Port of the Prefect API and UI.
+        postgres: Port of the Prefect server's PostgreSQL (default: a free one).
     """
 
     moto: int = 5000
     vault: int = 8200
     prefect: int = 4200
+    postgres: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,7 @@ class Service:
     """One running (or recorded) service process.
 
     Attributes:
-        name: ``moto``, ``vault`` or ``prefect``.
+        name: ``moto``, ``vault``, ``postgres`` or ``prefect``.
         pid: Process id, which is also the process group id.
         port: The loopback port it listens on.
         log: Its log file.
@@ -79,7 +85,9 @@ class Service:
 
     @property
     def url(self) -> str:
-        """The service's base URL, e.g. ``http://127.0.0.1:5000``."""
+        """The service's base URL, e.g. ``http://127.0.0.1:5000`` (PostgreSQL: its ``postgresql://`` URL)."""
+        if self.name == "postgres":
+            return f"postgresql://{postgres.USER}@{LOOPBACK}:{self.port}/{postgres.DATABASE}"
         return f"http://{LOOPBACK}:{self.port}"
 
     def is_alive(self) -> bool:
@@ -105,8 +113,10 @@ class Service:
             timeout: Seconds to wait for the answer.
 
         Returns:
-            True when the health endpoint answers with HTTP 2xx.
+            True when the health endpoint answers with HTTP 2xx (for PostgreSQL: when it accepts connections).
         """
+        if self.name == "postgres":
+            return postgres.is_ready(LOOPBACK, self.port, timeout)
         try:
             with urllib.request.urlopen(self.url + _HEALTH_PATHS[self.name], timeout=timeout) as response:
                 return bool(200 <= response.status < 300)
@@ -147,7 +157,9 @@ class LocalStack:
         Args:
             stack_dir: Directory for ``stack.json``, ``logs/`` and Prefect's home; created if missing.
             ports: Ports for the services to start; 0 picks a free port.
-            services: Which of ``moto``, ``vault``, ``prefect`` to run.
+            services: Which of ``moto``, ``vault``, ``prefect`` to run; ``prefect`` brings ``postgres`` along
+                unless ``KEYROTOR_STACK_PREFECT_DB=sqlite``, or PostgreSQL cannot run here (then Prefect uses
+                SQLite and its log says why).
             vault_token: Root token for a newly started OpenBao dev server.
             timeout: Seconds each new service may take to become healthy.
 
@@ -167,13 +179,23 @@ class LocalStack:
         kept = dict(running.services) if running else {}
         token = running.vault_token if running and "vault" in kept else vault_token
         stack = cls(stack_dir, token, kept)
-        to_start = [name for name in SERVICE_NAMES if name in services and name not in kept]
+        wanted = (set(services) - {"postgres"}) | (
+            {"postgres"} if "prefect" in services and _prefect_on_postgres() else set()
+        )
+        to_start = [name for name in SERVICE_NAMES if name in wanted and name not in kept]
         launched: list[Service] = []
         try:
             for name in to_start:
-                launched.append(_launch(stack_dir, name, getattr(ports, name), token))
+                database = stack.services.get("postgres")
+                try:
+                    launched.append(_launch(stack_dir, name, getattr(ports, name), token, database))
+                except postgres.PostgresUnavailable as why:
+                    _note(stack_dir / "logs" / "prefect.log", f"PostgreSQL unavailable ({why}); Prefect uses SQLite")
+                    continue
                 stack = cls(stack_dir, token, {**stack.services, name: launched[-1]})
                 _write_state(stack)
+                if name == "postgres":  # Prefect's server needs its database up when it starts
+                    _wait_healthy(launched[-1], timeout)
             for service in launched:
                 _wait_healthy(service, timeout)
         except BaseException:
@@ -197,7 +219,8 @@ class LocalStack:
         Returns:
             Names of the services that were still running and have been stopped.
         """
-        stopped = [service.name for service in self.services.values() if _stop_service(service)]
+        # Reverse start order: Prefect lets go of its database before PostgreSQL stops.
+        stopped = [service.name for service in reversed(self.services.values()) if _stop_service(service)]
         recorded = read_stack(self.stack_dir)
         if recorded is not None:
             remaining = {n: s for n, s in recorded.services.items() if n not in self.services}
@@ -332,7 +355,7 @@ def find_bao() -> str:
 
 
 def _command(name: str, port: int, vault_token: str) -> list[str]:
-    """The command line that runs a service on ``port``."""
+    """The command line that runs moto, OpenBao or Prefect on ``port`` (PostgreSQL's is in :mod:`postgres`)."""
     if name == "moto":
         return [sys.executable, "-m", "keyrotor.stack.moto_server", "--host", LOOPBACK, "--port", str(port)]
     if name == "vault":
@@ -347,8 +370,9 @@ def _command(name: str, port: int, vault_token: str) -> list[str]:
     return [sys.executable, "-m", "prefect", "server", "start", "--host", LOOPBACK, "--port", str(port)]
 
 
-def _environment(name: str, stack_dir: Path, port: int) -> dict[str, str]:
-    """The environment a service runs with; Prefect gets its own home, no analytics, and its UI its own API."""
+def _environment(name: str, stack_dir: Path, port: int, database: Service | None) -> dict[str, str]:
+    """The environment a service runs with; Prefect gets its own home, no analytics, its UI its own API, and
+    the stack's PostgreSQL as its database when there is one."""
     env = dict(os.environ)
     if name == "prefect":
         env.pop("PREFECT_API_URL", None)
@@ -356,32 +380,64 @@ def _environment(name: str, stack_dir: Path, port: int) -> dict[str, str]:
             "PREFECT_HOME": str(stack_dir / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_API_URL": f"http://{LOOPBACK}:{port}/api",  # else the UI calls port 4200 whatever the port
-            # SQLite serializes writes: under many concurrent flow runs the default 10 s gives 503s.
+            # On SQLite writes wait for each other: under many concurrent flow runs the default 10 s gives 503s.
             "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
         }
+        if database is not None:
+            env["PREFECT_API_DATABASE_CONNECTION_URL"] = postgres.database_url(LOOPBACK, database.port)
     return env
 
 
-def _launch(stack_dir: Path, name: str, port: int, vault_token: str) -> Service:
-    """Start one service in its own session, logging to ``logs/<name>.log``."""
+def _prefect_on_postgres() -> bool:
+    """Whether the stack's Prefect server gets PostgreSQL (the default) rather than SQLite."""
+    choice = os.environ.get(PREFECT_DB_VARIABLE, "postgres").strip().lower()
+    if choice not in ("postgres", "sqlite"):
+        raise StackError(f"{PREFECT_DB_VARIABLE} must be postgres or sqlite, not {choice!r}")
+    return choice == "postgres"
+
+
+def _launch(stack_dir: Path, name: str, port: int, vault_token: str, database: Service | None = None) -> Service:
+    """Start one service in its own session, logging to ``logs/<name>.log``.
+
+    Raises:
+        postgres.PostgresUnavailable: ``name`` is ``postgres`` and it cannot run here.
+    """
     port = port or _free_port()
     if _port_taken(port):
         raise StackError(f"port {port} for {name} is in use; pick another port, or 0 for a free one")
     log = stack_dir / "logs" / f"{name}.log"
+    _note(log, f"starting {name}")
+    cwd, owner = stack_dir, {}
+    if name == "postgres":
+        cwd, owner = stack_dir / "postgres", postgres.run_as()
+        postgres.init_cluster(cwd, log)
+        command = postgres.server_command(cwd, LOOPBACK, port)
+    else:
+        command = _command(name, port, vault_token)
     with log.open("ab") as log_file:
-        log_file.write(f"--- keyrotor stack: starting {name} at {datetime.now(UTC)}\n".encode())
-        log_file.flush()
-        process = subprocess.Popen(
-            _command(name, port, vault_token),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=stack_dir,
-            env=_environment(name, stack_dir, port),
-            start_new_session=True,
-        )
+        try:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=_environment(name, stack_dir, port, database),
+                start_new_session=True,
+                **owner,
+            )
+        except OSError as error:
+            if name == "postgres":
+                raise postgres.PostgresUnavailable(str(error)) from error
+            raise
     _children[process.pid] = process
     return Service(name=name, pid=process.pid, port=port, log=log)
+
+
+def _note(log: Path, message: str) -> None:
+    """Append one line from keyrotor to a service's log."""
+    with log.open("ab") as log_file:
+        log_file.write(f"--- keyrotor stack: {message} at {datetime.now(UTC)}\n".encode())
 
 
 def _wait_healthy(service: Service, timeout: float) -> None:
@@ -410,7 +466,8 @@ def _stop_service(service: Service) -> bool:
     """
     if not service.is_alive():
         return False
-    _signal_group(service.pid, signal.SIGTERM)
+    # PostgreSQL's SIGTERM waits for its clients to leave; SIGINT is its "fast" shutdown.
+    _signal_group(service.pid, signal.SIGINT if service.name == "postgres" else signal.SIGTERM)
     if not _exited(service.pid, _STOP_SECONDS):
         _signal_group(service.pid, signal.SIGKILL)
         _exited(service.pid, _STOP_SECONDS)
