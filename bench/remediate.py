@@ -60,6 +60,7 @@ def baseline(prefix: str, concurrency: int) -> int:
     plans = plan_fleet(connections, result, audit_settings, timedelta(days=1), concurrency)
 
     def rotate(user: str) -> str:
+        connections.kv.check()  # the preflight's calls
         connections.iam.ensure_user(user)
         ctx = RotationContext(
             user, connections.account_id, connections.iam, connections.records(user), settings, whoami()
@@ -70,7 +71,7 @@ def baseline(prefix: str, concurrency: int) -> int:
         try:
             state = start_rotation.fn(ctx, settings.timings, False)
             state = publish_new_key.fn(ctx, verify_new_key.fn(ctx, create_new_key.fn(ctx, state)))
-            check_old_key.fn(ctx, state)
+            check_old_key(ctx, state)
             state = delete_old_key.fn(ctx, deactivate_old_key.fn(ctx, state))
         finally:
             lease.release()

@@ -6,13 +6,14 @@ resumed or rolled back alone; at most ``max_concurrency`` run at once; one user'
 
 from __future__ import annotations
 
+import contextvars
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.futures import as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from keyrotor.audit_settings import AuditSettings
 from keyrotor.remediation import Action, UserPlan
@@ -22,6 +23,7 @@ from keyrotor.tasks.remediate import (
     publish_audit_and_plan,
     publish_outcome,
     remediate_user,
+    remedies_deployed,
 )
 
 
@@ -59,15 +61,20 @@ def audit_and_remediate(
     report: dict[str, Any] = {"plans": [plan.to_json() for plan in plans], "exempt": [e.user for e in result.exempt]}
     if dry_run:
         return report | {"dry_run": True}
-    runner = ThreadPoolTaskRunner(max_workers=max(1, max_concurrency))
-    outcomes = remedy_users.with_options(task_runner=runner)(plans, timings, settings.unused_days)
+    outcomes = remedy_users(plans, timings, settings.unused_days, max(1, max_concurrency))
     publish_outcome(outcomes)
     return report | {"outcomes": outcomes, "summary": dict(Counter(o["outcome"] for o in outcomes))}
 
 
 @flow(name="remedy-users", persist_result=False)
-def remedy_users(plans: list[UserPlan], timings: dict[str, str | None], unused_days: int) -> list[dict[str, Any]]:
-    """Remedy each actionable user concurrently (the task runner's workers bound it), logging progress."""
+def remedy_users(
+    plans: list[UserPlan], timings: dict[str, str | None], unused_days: int, max_concurrency: int = 4
+) -> list[dict[str, Any]]:
+    """Remedy each actionable user, at most ``max_concurrency`` at once, logging progress.
+
+    Each user's remedy is a flow run of its own (a subflow of this run, or a run of its deployment); the threads
+    that start them carry this run's context, so Prefect files each under this run.
+    """
     logger = get_run_logger()
     actionable = [plan for plan in plans if plan.action not in (Action.NOTHING, Action.NEEDS_PERSON)]
     outcomes = [
@@ -76,11 +83,23 @@ def remedy_users(plans: list[UserPlan], timings: dict[str, str | None], unused_d
         for plan in plans
         if plan not in actionable
     ]
-    futures = [remediate_user.submit(plan, timings, unused_days) for plan in actionable]
+    deployed = remedies_deployed()
     counts: Counter[str] = Counter()
-    for done, future in enumerate(as_completed(futures), start=1):
-        outcome = future.result()
-        outcomes.append(outcome)
-        counts[outcome["outcome"]] += 1
-        logger.info("Progress %d/%d: %s", done, len(futures), ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    with (
+        # No Prefect heartbeats for the users' runs in this process: the engine waits up to a second per run for
+        # its heartbeat thread to stop, which a fleet pays per user; a crashed rotation is found by its Vault
+        # lease. Set once here (the threads start from copies of this context): it rebuilds Prefect's settings.
+        temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+        ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="keyrotor-user") as pool,
+    ):
+        futures = [
+            pool.submit(contextvars.copy_context().run, remediate_user, plan, timings, unused_days, deployed)
+            for plan in actionable
+        ]
+        for done, future in enumerate(as_completed(futures), start=1):
+            outcome = future.result()
+            outcomes.append(outcome)
+            counts[outcome["outcome"]] += 1
+            progress = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+            logger.info("Progress %d/%d: %s", done, len(futures), progress)
     return sorted(outcomes, key=lambda outcome: outcome["user"])

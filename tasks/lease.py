@@ -14,7 +14,7 @@ from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from keyrotor.context import RotationContext
 from keyrotor.durations import format_duration
@@ -22,7 +22,6 @@ from keyrotor.errors import KeyrotorError, RotationConflict
 from keyrotor.logic import LeaseVerdict, judge_lease
 from keyrotor.model import utcnow
 from keyrotor.records import RotationRecords
-from keyrotor.tasks import STEP
 
 
 class Lease:
@@ -131,9 +130,8 @@ class Lease:
             )
 
 
-@task(name="acquire-lease", **STEP)
 def acquire_lease(ctx: RotationContext) -> Lease:
-    """Claim the user's rotation for this run (see :class:`Lease`)."""
+    """Claim the user's rotation for this run (see :class:`Lease`); the run's log says so (no task of its own)."""
     lease = Lease(ctx.records, holder=ctx.actor, ttl=ctx.settings.lease_ttl, flow_run_id=ctx.flow_run_id)
     lease.acquire()
     get_run_logger().info(

@@ -17,9 +17,10 @@ from keyrotor.tasks import STEP
 from keyrotor.tasks.pause import prefect_state
 
 
-@task(name="preflight", **STEP)
 def preflight(user_name: str, settings: Settings) -> RotationContext:
     """Connect to AWS and Vault and check, read-only, that the rotation can run at all.
+
+    A plain function, not a task: it changes nothing, and its failure is the flow run's failure, message and all.
 
     Fails before any change when Vault is unreachable, the token is refused, the mount is missing or not
     KV v2, AWS credentials are wrong, or the user does not exist.

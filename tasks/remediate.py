@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import timedelta
 from typing import Any
 
 from prefect import Flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from keyrotor.audit import AuditResult
 from keyrotor.audit_settings import AuditSettings
@@ -64,9 +65,28 @@ def publish_audit_and_plan(result: AuditResult, plans: list[UserPlan]) -> None:
     create_markdown_artifact(key="keyrotor-plan", markdown="\n".join(lines), description="What remediation does")
 
 
-@task(name="remediate-user", **STEP)
-def remediate_user(plan: UserPlan, timings: dict[str, str | None], unused_days: int) -> dict[str, Any]:
-    """Carry out one user's remedy as its own flow run; a failure is reported, never raised."""
+def remedies_deployed() -> set[str]:
+    """Names of the remedy flows (rotation, retirement) that have a deployment on the Prefect server."""
+    from keyrotor.flows.retire import retire_access_key
+    from keyrotor.flows.rotate import rotate_access_key
+
+    found = set()
+    with get_client(sync_client=True) as client:
+        for remedy in (rotate_access_key, retire_access_key):
+            with suppress(ObjectNotFound):
+                client.read_deployment_by_name(f"{remedy.name}/{remedy.name}")
+                found.add(remedy.name)
+    return found
+
+
+def remediate_user(
+    plan: UserPlan, timings: dict[str, str | None], unused_days: int, deployed: set[str]
+) -> dict[str, Any]:
+    """Carry out one user's remedy as its own flow run; a failure is reported, never raised.
+
+    A plain function, not a task: the user's flow run is what shows (and can be paused or rolled back) in Prefect.
+    ``deployed`` names the remedy flows to run from their deployments (see :func:`remedies_deployed`).
+    """
     from keyrotor.flows.retire import retire_access_key
     from keyrotor.flows.rotate import rotate_access_key
 
@@ -74,12 +94,12 @@ def remediate_user(plan: UserPlan, timings: dict[str, str | None], unused_days: 
     retire = {"user_name": plan.user, "key_id": plan.key_id, "keep_key_id": plan.keep_key_id} | timings
     try:
         if plan.action is Action.ROTATE:
-            phase = _run_remedy(rotate_access_key, {"user_name": plan.user} | timings)
+            phase = _run_remedy(rotate_access_key, {"user_name": plan.user} | timings, deployed)
         elif plan.action is Action.RETIRE:
-            phase = _run_remedy(retire_access_key, retire)
+            phase = _run_remedy(retire_access_key, retire, deployed)
         elif plan.action is Action.DEACTIVATE_UNUSED:
             unused = retire | {"keep_key_id": None, "min_idle_days": unused_days, "quiet_period": "0s"}
-            phase = _run_remedy(retire_access_key, unused)
+            phase = _run_remedy(retire_access_key, unused, deployed)
         else:
             return outcome | {"outcome": "unchanged"}
     except Exception as error:  # noqa: BLE001 - one user's failure, whatever it is, never stops the others
@@ -88,19 +108,15 @@ def remediate_user(plan: UserPlan, timings: dict[str, str | None], unused_days: 
     return outcome | {"outcome": phase}
 
 
-def _run_remedy(flow_function: Flow[..., Any], parameters: dict[str, Any]) -> str:
+def _run_remedy(flow_function: Flow[..., Any], parameters: dict[str, Any], deployed: set[str]) -> str:
     """Run the user's flow from its deployment when there is one (so it can be paused from the UI), else in process.
 
     Returns the rotation's phase at the end of the run.
     """
+    if flow_function.name not in deployed:
+        return str(flow_function(**parameters)["phase"])
     name = f"{flow_function.name}/{flow_function.name}"
-    try:
-        run = run_deployment(name, parameters=parameters, timeout=None, poll_interval=1, as_subflow=True)
-    except ObjectNotFound:
-        # No Prefect heartbeats for a run in this process: its engine waits up to a second per run for the
-        # heartbeat thread to stop, which a fleet pays per user; a crashed rotation is found by its Vault lease.
-        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            return str(flow_function(**parameters)["phase"])
+    run = run_deployment(name, parameters=parameters, timeout=None, poll_interval=1, as_subflow=True)
     if run.state is None or not run.state.is_completed():
         raise KeyrotorError(run.state.message if run.state else f"flow run {run.name} has no state")
     state = Connections.from_settings(Settings()).records(parameters["user_name"]).load_state()

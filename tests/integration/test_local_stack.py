@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import urllib.error
 import urllib.request
 import uuid
@@ -220,15 +222,19 @@ def test_start_reuses_running_services(stack_servers: LocalStack) -> None:
     assert again.env == stack_servers.env
 
 
-def test_cli_up_status_env_down(tmp_path: Path) -> None:
+def test_cli_up_status_env_down() -> None:
     runner = CliRunner()
-    stack_dir = str(tmp_path / "cli-stack")
+    # Under root the stack's PostgreSQL runs as nobody, who cannot enter pytest's 0700 tmp_path.
+    folder = Path(tempfile.mkdtemp(prefix="keyrotor-cli-stack-"))
+    folder.chmod(0o755)
+    stack_dir = str(folder / "cli-stack")
     ports = ["--moto-port", "0", "--vault-port", "0", "--prefect-port", "0"]
     try:
         up = runner.invoke(stack_app, ["up", "--dir", stack_dir, *ports])
         assert up.exit_code == 0, up.output
         recorded = read_stack(Path(stack_dir))
-        assert recorded is not None and set(recorded.services) == {"moto", "vault", "prefect"}
+        assert recorded is not None and set(recorded.services) == {"moto", "vault", "postgres", "prefect"}
+        assert "PostgreSQL unavailable" not in recorded.services["prefect"].log.read_text()
         assert f"export PREFECT_API_URL={recorded.env['PREFECT_API_URL']}" in up.output
         assert f"Prefect UI: {recorded.services['prefect'].url}" in up.output
 
@@ -248,3 +254,4 @@ def test_cli_up_status_env_down(tmp_path: Path) -> None:
         assert runner.invoke(stack_app, ["status", "--dir", stack_dir]).exit_code == 1
     finally:
         runner.invoke(stack_app, ["down", "--dir", stack_dir])
+        shutil.rmtree(folder, ignore_errors=True)
