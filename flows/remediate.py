@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextvars
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, tags
+from prefect.context import FlowRunContext
+from prefect.runtime import flow_run
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from keyrotor.audit_settings import AuditSettings
@@ -25,6 +28,8 @@ from keyrotor.tasks.remediate import (
     remediate_user,
     remedies_deployed,
 )
+
+T = TypeVar("T")
 
 
 @flow(name="audit-and-remediate", persist_result=False)
@@ -70,10 +75,12 @@ def audit_and_remediate(
 def remedy_users(
     plans: list[UserPlan], timings: dict[str, str | None], unused_days: int, max_concurrency: int = 4
 ) -> list[dict[str, Any]]:
-    """Remedy each actionable user, at most ``max_concurrency`` at once, logging progress.
+    """Remedy each actionable user, at most ``max_concurrency`` at once, logging progress and failures.
 
-    Each user's remedy is a flow run of its own (a subflow of this run, or a run of its deployment); the threads
-    that start them carry this run's context, so Prefect files each under this run.
+    Each user's remedy is a flow run of its own, in this process or (when deployed) from its deployment, tagged
+    ``remediation:<this run's name>`` so the UI lists them together. They are runs in their own right, not
+    subflows: Prefect's subflow bookkeeping (a tracking task run and an API client per run) cost more than the
+    rotation itself at fleet scale.
     """
     logger = get_run_logger()
     actionable = [plan for plan in plans if plan.action not in (Action.NOTHING, Action.NEEDS_PERSON)]
@@ -86,6 +93,7 @@ def remedy_users(
     deployed = remedies_deployed()
     counts: Counter[str] = Counter()
     with (
+        tags("keyrotor-remediation", f"remediation:{flow_run.get_name()}"),
         # No Prefect heartbeats for the users' runs in this process: the engine waits up to a second per run for
         # its heartbeat thread to stop, which a fleet pays per user; a crashed rotation is found by its Vault
         # lease. Set once here (the threads start from copies of this context): it rebuilds Prefect's settings.
@@ -93,13 +101,24 @@ def remedy_users(
         ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="keyrotor-user") as pool,
     ):
         futures = [
-            pool.submit(contextvars.copy_context().run, remediate_user, plan, timings, unused_days, deployed)
+            pool.submit(
+                contextvars.copy_context().run, _as_own_run, remediate_user, plan, timings, unused_days, deployed
+            )
             for plan in actionable
         ]
         for done, future in enumerate(as_completed(futures), start=1):
             outcome = future.result()
             outcomes.append(outcome)
+            if outcome["outcome"] == "failed":
+                logger.warning("%s: %s failed: %s", outcome["user"], outcome["action"], outcome["reason"])
             counts[outcome["outcome"]] += 1
             progress = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
             logger.info("Progress %d/%d: %s", done, len(futures), progress)
     return sorted(outcomes, key=lambda outcome: outcome["user"])
+
+
+def _as_own_run(function: Callable[..., T], *args: Any) -> T:
+    """Call ``function`` in this thread's copy of the context minus the current flow run, so that a flow it runs
+    is a flow run of its own (with this run's settings, tags and API client), not a subflow."""
+    FlowRunContext.__var__.set(None)
+    return function(*args)

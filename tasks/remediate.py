@@ -9,6 +9,7 @@ from typing import Any
 from prefect import Flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.orchestration import get_client
+from prefect.context import TagsContext
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
@@ -82,10 +83,11 @@ def remedies_deployed() -> set[str]:
 def remediate_user(
     plan: UserPlan, timings: dict[str, str | None], unused_days: int, deployed: set[str]
 ) -> dict[str, Any]:
-    """Carry out one user's remedy as its own flow run; a failure is reported, never raised.
+    """Carry out one user's remedy as its own flow run; a failure is reported (never raised) with its reason.
 
-    A plain function, not a task: the user's flow run is what shows (and can be paused or rolled back) in Prefect.
-    ``deployed`` names the remedy flows to run from their deployments (see :func:`remedies_deployed`).
+    A plain function, not a task: the user's flow run is what shows (and can be paused or rolled back) in Prefect;
+    the outcome names it (``flow_run_id``). ``deployed`` names the remedy flows to run from their deployments (see
+    :func:`remedies_deployed`).
     """
     from keyrotor.flows.retire import retire_access_key
     from keyrotor.flows.rotate import rotate_access_key
@@ -94,33 +96,37 @@ def remediate_user(
     retire = {"user_name": plan.user, "key_id": plan.key_id, "keep_key_id": plan.keep_key_id} | timings
     try:
         if plan.action is Action.ROTATE:
-            phase = _run_remedy(rotate_access_key, {"user_name": plan.user} | timings, deployed)
+            phase, run_id = _run_remedy(rotate_access_key, {"user_name": plan.user} | timings, deployed)
         elif plan.action is Action.RETIRE:
-            phase = _run_remedy(retire_access_key, retire, deployed)
+            phase, run_id = _run_remedy(retire_access_key, retire, deployed)
         elif plan.action is Action.DEACTIVATE_UNUSED:
             unused = retire | {"keep_key_id": None, "min_idle_days": unused_days, "quiet_period": "0s"}
-            phase = _run_remedy(retire_access_key, unused, deployed)
+            phase, run_id = _run_remedy(retire_access_key, unused, deployed)
         else:
             return outcome | {"outcome": "unchanged"}
     except Exception as error:  # noqa: BLE001 - one user's failure, whatever it is, never stops the others
-        get_run_logger().warning("%s: %s failed: %s", plan.user, plan.action.value, error)
         return outcome | {"outcome": "failed", "reason": f"{type(error).__name__}: {error}"}
-    return outcome | {"outcome": phase}
+    return outcome | {"outcome": phase, "flow_run_id": run_id}
 
 
-def _run_remedy(flow_function: Flow[..., Any], parameters: dict[str, Any], deployed: set[str]) -> str:
+def _run_remedy(
+    flow_function: Flow[..., Any], parameters: dict[str, Any], deployed: set[str]
+) -> tuple[str, str | None]:
     """Run the user's flow from its deployment when there is one (so it can be paused from the UI), else in process.
 
-    Returns the rotation's phase at the end of the run.
+    Both carry the tags of the calling context. Returns the rotation's phase at the end of the run and the run's id.
     """
     if flow_function.name not in deployed:
-        return str(flow_function(**parameters)["phase"])
+        report = flow_function(**parameters)
+        return str(report["phase"]), report.get("last_flow_run_id") or report.get("flow_run_id")
     name = f"{flow_function.name}/{flow_function.name}"
-    run = run_deployment(name, parameters=parameters, timeout=None, poll_interval=1, as_subflow=True)
+    run = run_deployment(
+        name, parameters=parameters, timeout=None, poll_interval=1, tags=TagsContext.get().current_tags
+    )
     if run.state is None or not run.state.is_completed():
         raise KeyrotorError(run.state.message if run.state else f"flow run {run.name} has no state")
     state = Connections.from_settings(Settings()).records(parameters["user_name"]).load_state()
-    return state.phase.value if state else "unknown"
+    return (state.phase.value if state else "unknown"), str(run.id)
 
 
 @task(name="publish-outcome", **STEP)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -105,8 +106,8 @@ def test_dry_run_prints_the_plan_and_changes_nothing(fleet, connections, stack_e
 def test_remediation_ends_compliant_except_the_person_and_the_injected_failure(
     where, request, fleet, iam, connections, stack_environ
 ) -> None:
-    """In process (no deployments) each user is a subflow; with the deployments served each user's remedy is a
-    run of rotate-access-key or retire-access-key, pausable from the UI."""
+    """In process (no deployments) each user's remedy is a flow run in the remediation's process; with the
+    deployments served it is a run of rotate-access-key or retire-access-key, pausable from the UI."""
     if where == "served":
         request.getfixturevalue("served")
         env = stack_environ
@@ -151,6 +152,20 @@ def test_remediation_ends_compliant_except_the_person_and_the_injected_failure(
     assert outcomes[users["two-busy"]]["outcome"] == "needs-a-person"
     for case in ("old", "two-vault", "unused"):
         assert outcomes[users[case]]["outcome"] == "completed", outcomes[users[case]]
+    # Each user's remedy was a flow run of its own, tagged with the remediation it belongs to.
+    run_ids = {case: outcomes[users[case]]["flow_run_id"] for case in ("old", "two-vault", "unused")}
+    assert len(set(run_ids.values())) == 3 and all(run_ids.values())
+    if where == "served":
+        expected = {"old": "rotate-access-key", "two-vault": "retire-access-key", "unused": "retire-access-key"}
+        for case, run_id in run_ids.items():
+            with urllib.request.urlopen(f"{env['PREFECT_API_URL']}/flow_runs/{run_id}", timeout=10) as response:
+                user_run = json.load(response)
+            with urllib.request.urlopen(
+                f"{env['PREFECT_API_URL']}/flows/{user_run['flow_id']}", timeout=10
+            ) as response:
+                assert json.load(response)["name"] == expected[case]
+            assert user_run["state"]["type"] == "COMPLETED" and "keyrotor-remediation" in user_run["tags"]
+            assert any(tag.startswith("remediation:") for tag in user_run["tags"])
 
     assert all_keys(iam, users["two-busy"]) == busy_before  # untouched
     assert list(all_keys(iam, users["two-vault"])) == [keys["two-vault"][1]]
