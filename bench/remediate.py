@@ -1,6 +1,6 @@
 """Benchmark fleet remediation: ``keyrotor remediate`` against a baseline making the same calls directly.
 
-Starts a local stack (moto, OpenBao, Prefect server) on free ports and seeds two equal populations of users, each
+Starts a local stack (moto, OpenBao, Prefect server on PostgreSQL) on free ports and seeds two equal populations of users, each
 with one 120-day-old key. With zero waiting times (quiet period and grace period 0s) it then runs, side by side
 in the same run and each in its own process:
 
@@ -9,9 +9,9 @@ in the same run and each in its own process:
 * keyrotor: ``keyrotor remediate --json``: the ``audit-and-remediate`` flow, one flow run per user.
 
 It prints wall time, the ratio keyrotor/baseline (target <= 3.0) and each process's peak RSS, for every size
-given (default 100 and 1000 users). Both must end with every user rotated.
+given (default 100 and 1000 users; --rounds repeats each size). Both must end with every user rotated.
 
-Run it with ``.venv/bin/python bench/remediate.py [--users 100 1000] [--concurrency 8]``.
+Run it with ``.venv/bin/python bench/remediate.py [--users 100 1000] [--concurrency 4] [--rounds 1]``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -83,13 +82,17 @@ def baseline(prefix: str, concurrency: int) -> int:
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, subprocess.CompletedProcess[str]]:
-    """Wall seconds and peak RSS (MiB) of one child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600, check=False)
-    elapsed = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return elapsed, max(peak, before) / 1024, done
+    """Wall seconds and peak RSS (MiB) of one child process (its own, from wait4, not the most of all children)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(command, process.returncode, out.read(), err.read())
+    return elapsed, usage.ru_maxrss / 1024, done
 
 
 def seed(endpoint: str, prefix: str, count: int) -> None:
@@ -103,7 +106,8 @@ def seed(endpoint: str, prefix: str, count: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, nargs="+", default=[100, 1000])
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=4, help="Users at once, both sides (keyrotor's default).")
+    parser.add_argument("--rounds", type=int, default=1, help="Side-by-side rounds per size (fresh users each).")
     parser.add_argument("--baseline", metavar="PREFIX", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline:
@@ -128,8 +132,8 @@ def main() -> int:
                 f"{'users':>6} {'baseline s':>11} {'keyrotor s':>11} {'ratio':>6} {'baseline MiB':>13} "
                 f"{'keyrotor MiB':>13}"
             )
-            for count in args.users:
-                base_prefix, kr_prefix = f"b{count}-", f"k{count}-"
+            for count, round_ in ((count, r) for count in args.users for r in range(args.rounds)):
+                base_prefix, kr_prefix = f"b{count}r{round_}-", f"k{count}r{round_}-"
                 seed(stack.env["AWS_ENDPOINT_URL"], base_prefix, count)
                 seed(stack.env["AWS_ENDPOINT_URL"], kr_prefix, count)
                 base_s, base_mib, base = timed(

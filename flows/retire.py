@@ -14,12 +14,12 @@ from prefect.states import State
 
 from keyrotor.errors import KeyrotorError
 from keyrotor.flows import refused
-from keyrotor.flows.rotate import finish_old_key, resolve_timings, summarize, wait_until_old_key_is_quiet
+from keyrotor.flows.rotate import resolve_timings, summarize, wait_until_old_key_is_quiet
 from keyrotor.settings import Settings
-from keyrotor.tasks.keys import deactivate_old_key
 from keyrotor.tasks.lease import rotation_lease
 from keyrotor.tasks.preflight import preflight
 from keyrotor.tasks.retire import start_retirement
+from keyrotor.tasks.rotation import retire_old_key
 
 
 @flow(name="retire-access-key", persist_result=False)
@@ -56,7 +56,7 @@ def retire_access_key(
             state = start_retirement(ctx, timings, overridden, key_id, keep_key_id, min_idle)
             if not state.phase.terminal:
                 state, _ = wait_until_old_key_is_quiet(ctx, state)
-                state = finish_old_key(ctx, deactivate_old_key(ctx, state))
+                state = retire_old_key(ctx, state)
     except KeyrotorError as error:
         return refused(error)
     return summarize(state)

@@ -22,19 +22,11 @@ from keyrotor.logic import Quiet
 from keyrotor.model import LastUsed, Phase, RotationState, utcnow
 from keyrotor.settings import Settings, Timings
 from keyrotor.tasks.approval import ask_approval, reject_rotation
-from keyrotor.tasks.keys import (
-    check_old_key,
-    create_new_key,
-    deactivate_old_key,
-    delete_old_key,
-    stop_waiting,
-    verify_new_key,
-)
+from keyrotor.tasks.keys import check_old_key, stop_waiting
 from keyrotor.tasks.lease import rotation_lease
 from keyrotor.tasks.pause import stop_if_suspended
 from keyrotor.tasks.preflight import preflight, start_rotation
-from keyrotor.tasks.schedule import schedule_deletion
-from keyrotor.tasks.vault import publish_new_key
+from keyrotor.tasks.rotation import introduce_new_key, retire_old_key
 
 PAUSE_CHECK_SECONDS = 2.0
 
@@ -75,29 +67,19 @@ def rotate(user_name: str, *durations: str | None, require_approval: bool = Fals
         if state.phase.terminal:
             return summarize(state)
         try:
-            state = create_new_key(ctx, state)
-            state = verify_new_key(ctx, state)
-            state = publish_new_key(ctx, state)
+            state = introduce_new_key(ctx, state)  # create, verify with STS, publish to Vault
             state, evidence = wait_until_old_key_is_quiet(ctx, state)
             if require_approval and evidence is not None and state.phase is Phase.PUBLISHED:
                 answer = ask_approval(ctx, state, evidence, timings.max_wait)
                 if not answer.approve:
                     state = reject_rotation(ctx, state, answer.note)
                     return summarize(state)
-            state = deactivate_old_key(ctx, state)
+            state = retire_old_key(ctx, state)  # deactivate, then delete (grace period over) or schedule it
         except Abort:  # Prefect refused to run the next task: the run was suspended meanwhile
             stop_if_suspended(ctx, state)
             raise
-        state = finish_old_key(ctx, state)
     get_run_logger().info("Rotation %s of %r: %s", state.rotation_id, user_name, state.phase.value)
     return summarize(state)
-
-
-def finish_old_key(ctx: RotationContext, state: RotationState) -> RotationState:
-    """Delete the deactivated old key now if its grace period is over, else schedule its deletion."""
-    if state.delete_after is not None and state.delete_after <= utcnow():
-        return delete_old_key(ctx, state)
-    return schedule_deletion(ctx, state)
 
 
 def wait_until_old_key_is_quiet(ctx: RotationContext, state: RotationState) -> tuple[RotationState, LastUsed | None]:

@@ -242,9 +242,10 @@ def remediate(
     from keyrotor.settings import Settings
 
     try:
-        resolve_timings(Settings(), quiet_period, poll_interval, max_wait, grace_period)
+        rotation_settings = Settings()
+        resolve_timings(rotation_settings, quiet_period, poll_interval, max_wait, grace_period)
         settings = AuditSettings.load()
-        result = run_audit(settings, user or ())
+        result = run_audit(settings, user or (), max_attempts=rotation_settings.aws_max_attempts)
         plans = plan_fleet(Connections.from_settings(), result, settings, timedelta(days=1), max_concurrency)
     except KeyrotorError as error:
         _fail(error, as_json)

@@ -1,8 +1,9 @@
 """The steps of a rotation, as Prefect tasks. Each one looks at IAM and Vault first and does nothing already done.
 
-The steps that change something are tasks, so each shows in the Prefect UI with its own state; the read-only
-checks around them (preflight, taking the lease, polling the old key's last use) are plain functions that log to
-the run, since every task run costs the Prefect server several writes, which a fleet pays per user.
+A rotation's run shows three tasks (start, introduce the new key, retire the old one; see ``rotation.py``), which
+chain the steps of ``keys.py``, ``vault.py`` and ``schedule.py``; the read-only checks around them (preflight,
+taking the lease, polling the old key's last use) are plain functions that log to the run. Every task run costs the
+Prefect server several writes, which a fleet pays per user.
 
 Every task here runs with caching and result persistence off: a step's inputs and outputs hold gateways and
 key ids, and the one value that must never reach Prefect's storage, the secret, never leaves Vault and memory.

@@ -27,7 +27,7 @@ from keyrotor.tasks import STEP
 @task(name="audit-account", **STEP)
 def audit_account_task(settings: AuditSettings, only_users: list[str]) -> AuditResult:
     """Audit the account (or the given users) from one credential report."""
-    result = run_audit(settings, only_users)
+    result = run_audit(settings, only_users, max_attempts=Settings().aws_max_attempts)
     get_run_logger().info(
         "Audit: %d users, %d findings, %d exempt; report generated %s",
         result.users,
