@@ -7,6 +7,7 @@ import binascii
 import contextlib
 import json
 import pickle
+import subprocess
 from pathlib import Path
 from uuid import UUID
 
@@ -15,6 +16,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 
 from keyrotor.apps import SimulatedApp
+from keyrotor.stack import postgres
 from tests.conftest import CLIENT_HOME, OUTPUT
 from tests.helpers import keyrotor_cli
 
@@ -60,7 +62,7 @@ def test_the_scanner_finds_a_secret_in_a_base64_pickle(tmp_path: Path) -> None:
 
 
 def test_no_secret_reaches_prefect_storage_logs_or_output(
-    iam, connections, user_factory, stack_environ, prefect_api
+    iam, connections, user_factory, stack, stack_environ, prefect_api, tmp_path
 ) -> None:
     user = user_factory("hygiene")
     records = connections.records(user)
@@ -80,7 +82,28 @@ def test_no_secret_reaches_prefect_storage_logs_or_output(
     # Everything the session wrote: Prefect servers' databases, result storage, service, serve and worker logs.
     assert (OUTPUT / "stack" / "prefect").is_dir() and any((OUTPUT / "stack" / "logs").iterdir())
     assert CLIENT_HOME.is_dir()
-    assert files_containing([OUTPUT], every_secret) == []
+    # The Prefect server's PostgreSQL: its files as stored, and (since it compresses large values) a plain dump.
+    assert (OUTPUT / "stack" / "postgres" / "PG_VERSION").is_file()
+    dump = tmp_path / "prefect-database.sql"
+    port = stack.services["postgres"].port
+    with dump.open("wb") as out:
+        subprocess.run(
+            [
+                str(postgres.bin_dir() / "pg_dump"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                postgres.USER,
+                postgres.DATABASE,
+            ],
+            stdout=out,
+            check=True,
+            timeout=120,
+        )
+    assert dump.stat().st_size > 100_000 and b"flow_run" in dump.read_bytes()
+    assert files_containing([OUTPUT, dump], every_secret) == []
 
     run_id = UUID(json.loads(result.stdout)["last_flow_run_id"])
     with get_client(sync_client=True) as client:
