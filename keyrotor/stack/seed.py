@@ -34,15 +34,9 @@ def backdate_key(
         "region": region,
         "last_used": last_used.isoformat() if last_used else None,
     }
-    request = urllib.request.Request(
-        f"{endpoint_url.rstrip('/')}/_keyrotor/backdate",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        if response.status != 204:
-            raise RuntimeError(f"backdate of {key_id} failed: HTTP {response.status}")
+    status, _ = _post_control(endpoint_url, "backdate", body, timeout=10)
+    if status != 204:
+        raise RuntimeError(f"backdate of {key_id} failed: HTTP {status}")
 
 
 @dataclass(frozen=True)
@@ -98,15 +92,21 @@ def seed_users(endpoint_url: str, users: Sequence[SeedUser], batch: int = 2000) 
     created: dict[str, list[str]] = {}
     for start in range(0, len(users), batch):
         body = {"users": [user.to_json() for user in users[start : start + batch]]}
-        request = urllib.request.Request(
-            f"{endpoint_url.rstrip('/')}/_keyrotor/seed",
-            data=json.dumps(body).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=120) as response:
-            created.update(json.loads(response.read())["users"])
+        _, answer = _post_control(endpoint_url, "seed", body, timeout=120)
+        created.update(json.loads(answer)["users"])
     return created
+
+
+def _post_control(endpoint_url: str, control: str, body: dict[str, Any], timeout: float) -> tuple[int, bytes]:
+    """POST JSON to one of the local moto wrapper's ``/_keyrotor/<control>`` endpoints; its status and body."""
+    request = urllib.request.Request(
+        f"{endpoint_url.rstrip('/')}/_keyrotor/{control}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return response.status, response.read()
 
 
 def create_user_with_keys(
