@@ -40,5 +40,6 @@ stack-up: install
 stack-down:
 	$(BIN)/keyrotor stack down --dir $(STACK_DIR)
 
-clean: stack-down
+clean:
+	-$(BIN)/keyrotor stack down --dir $(STACK_DIR) --purge
 	rm -rf $(VENV) $(STACK_DIR) test-output

@@ -41,6 +41,7 @@ def audit_and_remediate(
     poll_interval: str | None = None,
     max_wait: str | None = None,
     grace_period: str | None = None,
+    accept_unsafe_quiet_period: bool = False,
 ) -> dict[str, Any]:
     """Audit, publish the findings and the plan, then (unless ``dry_run``) remedy each flagged user.
 
@@ -52,13 +53,15 @@ def audit_and_remediate(
         poll_interval: See quiet_period.
         max_wait: See quiet_period.
         grace_period: See quiet_period.
+        accept_unsafe_quiet_period: Passed to every rotation and retirement (see rotate-access-key).
     """
     settings = AuditSettings.load()
-    timings = {
+    timings: dict[str, str | bool | None] = {
         "quiet_period": quiet_period,
         "poll_interval": poll_interval,
         "max_wait": max_wait,
         "grace_period": grace_period,
+        "accept_unsafe_quiet_period": accept_unsafe_quiet_period,
     }
     result = audit_account_task(settings, users or [])
     plans = plan_remediation(result, settings, timedelta(days=1), max(1, max_concurrency))
@@ -73,7 +76,7 @@ def audit_and_remediate(
 
 @flow(name="remedy-users", persist_result=False)
 def remedy_users(
-    plans: list[UserPlan], timings: dict[str, str | None], unused_days: int, max_concurrency: int = 4
+    plans: list[UserPlan], timings: dict[str, str | bool | None], unused_days: int, max_concurrency: int = 4
 ) -> list[dict[str, Any]]:
     """Remedy each actionable user, at most ``max_concurrency`` at once, logging progress and failures.
 

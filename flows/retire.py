@@ -10,19 +10,23 @@ from datetime import timedelta
 from typing import Any
 
 from prefect import flow
+from prefect.exceptions import Pause
 from prefect.states import State
 
 from keyrotor.errors import KeyrotorError
 from keyrotor.flows import refused
-from keyrotor.flows.rotate import resolve_timings, summarize, wait_until_old_key_is_quiet
+from keyrotor.inputs import check_quiet_period, check_user_name, resolve_timings
 from keyrotor.settings import Settings
 from keyrotor.tasks.lease import rotation_lease
+from keyrotor.tasks.pause import record_hold
 from keyrotor.tasks.preflight import preflight
+from keyrotor.tasks.report import publish_rotation, tag_this_run
 from keyrotor.tasks.retire import start_retirement
 from keyrotor.tasks.rotation import retire_old_key
+from keyrotor.tasks.wait import Waited, suspend_until_woken, wait_until_old_key_is_quiet
 
 
-@flow(name="retire-access-key", persist_result=False)
+@flow(name="retire-access-key", flow_run_name="retire {key_id} of {user_name}", persist_result=False)
 def retire_access_key(
     user_name: str,
     key_id: str,
@@ -32,6 +36,7 @@ def retire_access_key(
     poll_interval: str | None = None,
     max_wait: str | None = None,
     grace_period: str | None = None,
+    accept_unsafe_quiet_period: bool = False,
 ) -> dict[str, Any] | State:
     """Retire ``key_id`` of ``user_name``, keeping ``keep_key_id``.
 
@@ -44,19 +49,35 @@ def retire_access_key(
         poll_interval: How often its last use is checked while waiting.
         max_wait: Stop waiting after this long, leaving it active.
         grace_period: Keep it deactivated this long before deleting it.
+        accept_unsafe_quiet_period: Allow a quiet period that cannot show the key unused (see rotate-access-key);
+            a key retired for being unused (``min_idle_days``) has already shown it.
     """
     try:
+        check_user_name(user_name)
         settings = Settings()
         durations = (quiet_period, poll_interval, max_wait, grace_period)
         timings = resolve_timings(settings, *durations)
+        if min_idle_days is None:
+            accepted = accept_unsafe_quiet_period or settings.accept_unsafe_quiet_period
+            check_quiet_period(timings.quiet_period, real_aws=settings.real_aws, accepted=accepted)
         overridden = any(value is not None for value in durations)
         min_idle = timedelta(days=min_idle_days) if min_idle_days is not None else None
         ctx = preflight(user_name, settings)
-        with rotation_lease(ctx) as ctx:
-            state = start_retirement(ctx, timings, overridden, key_id, keep_key_id, min_idle)
+        tag_this_run(ctx)
+        with rotation_lease(ctx) as leased:
+            state = start_retirement(leased, timings, overridden, key_id, keep_key_id, min_idle)
+            waited = Waited(state)
             if not state.phase.terminal:
-                state, _ = wait_until_old_key_is_quiet(ctx, state)
-                state = retire_old_key(ctx, state)
+                try:
+                    waited = wait_until_old_key_is_quiet(leased, state)
+                except Pause:
+                    record_hold(leased, "suspended from Prefect")
+                    raise
+                state = waited.state if waited.parked else retire_old_key(leased, waited.state)
+        if waited.parked is not None:
+            publish_rotation(ctx, state, waiting=waited.parked)
+            suspend_until_woken(ctx, waited.parked)
+        publish_rotation(ctx, state)
     except KeyrotorError as error:
         return refused(error)
-    return summarize(state)
+    return state.report()

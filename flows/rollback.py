@@ -9,7 +9,7 @@ from prefect.states import State
 
 from keyrotor.errors import KeyrotorError
 from keyrotor.flows import refused
-from keyrotor.flows.rotate import summarize
+from keyrotor.inputs import check_user_name
 from keyrotor.model import Phase
 from keyrotor.settings import Settings
 from keyrotor.tasks.lease import rotation_lease
@@ -23,8 +23,13 @@ from keyrotor.tasks.rollback import (
     start_rollback,
 )
 
+PAUSE_FIRST = (
+    "pause it first, then roll back: `keyrotor pause {user}` (or Pause in the Prefect UI) for a run from a "
+    "deployment; Ctrl-C in the terminal running `keyrotor rotate {user}`"
+)
 
-@flow(name="rollback-rotation", persist_result=False)
+
+@flow(name="rollback-rotation", flow_run_name="roll back {user_name}", persist_result=False)
 def rollback_rotation(user_name: str) -> dict[str, Any] | State:
     """Reactivate the old key, restore the previous secret in Vault, deactivate the new key, cancel the deletion.
 
@@ -32,8 +37,9 @@ def rollback_rotation(user_name: str) -> dict[str, Any] | State:
     again, or again after an interruption, ends in the same state.
     """
     try:
+        check_user_name(user_name)
         ctx = preflight(user_name, Settings())
-        with rotation_lease(ctx) as ctx:
+        with rotation_lease(ctx, busy_hint=PAUSE_FIRST.format(user=user_name)) as ctx:
             state = start_rollback(ctx, load_rotation(ctx))
             if state.phase is not Phase.ROLLED_BACK:
                 reactivate_old_key(ctx, state)
@@ -45,4 +51,4 @@ def rollback_rotation(user_name: str) -> dict[str, Any] | State:
                 state = finish_rollback(ctx, state, {"vault": restored, "cancelled_runs": cancelled})
     except KeyrotorError as error:
         return refused(error)
-    return summarize(state)
+    return state.report()

@@ -3,35 +3,35 @@
 The procedure a careful person follows, each step safe to run again after a crash at any moment:
 create a new key, verify it, publish it to Vault, wait until the old key has gone quiet, deactivate the old
 key, and delete it when the grace period ends (a later flow run, so nothing waits through the grace period).
+
+While the old key is still in use, a run from a deployment parks: it suspends itself and its process exits; the
+waker resumes it once the key has been quiet long enough, and it runs again from the top, every step done.
 """
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.exceptions import Abort
+from prefect.exceptions import Abort, Pause
 from prefect.states import State
-from pydantic import ValidationError
 
-from keyrotor.context import RotationContext
-from keyrotor.errors import ConfigurationError, KeyrotorError
+from keyrotor.errors import KeyrotorError
 from keyrotor.flows import refused
-from keyrotor.logic import Quiet
-from keyrotor.model import LastUsed, Phase, RotationState, utcnow
-from keyrotor.settings import Settings, Timings
+from keyrotor.inputs import check_quiet_period, check_user_name, resolve_timings
+from keyrotor.model import Phase
+from keyrotor.settings import Settings
 from keyrotor.tasks.approval import ask_approval, reject_rotation
-from keyrotor.tasks.keys import check_old_key, stop_waiting
 from keyrotor.tasks.lease import rotation_lease
-from keyrotor.tasks.pause import stop_if_suspended
+from keyrotor.tasks.pause import record_hold, stop_if_suspended
 from keyrotor.tasks.preflight import preflight, start_rotation
+from keyrotor.tasks.report import publish_rotation, tag_this_run
 from keyrotor.tasks.rotation import introduce_new_key, retire_old_key
+from keyrotor.tasks.wait import suspend_until_woken, wait_until_old_key_is_quiet
 
-PAUSE_CHECK_SECONDS = 2.0
 
-
-@flow(name="rotate-access-key", persist_result=False, validate_parameters=True)
+@flow(name="rotate-access-key", flow_run_name="rotate {user_name}", persist_result=False, validate_parameters=True)
 def rotate_access_key(
     user_name: str,
     quiet_period: str | None = None,
@@ -39,6 +39,8 @@ def rotate_access_key(
     max_wait: str | None = None,
     grace_period: str | None = None,
     require_approval: bool = False,
+    accept_unsafe_quiet_period: bool = False,
+    force: bool = False,
 ) -> dict[str, Any] | State:
     """Rotate ``user_name``'s access key, or continue the rotation in progress.
 
@@ -49,77 +51,64 @@ def rotate_access_key(
         max_wait: Stop waiting after this long, leaving both keys active (e.g. "7d").
         grace_period: Keep the deactivated old key this long before deleting it (e.g. "7d"; "0s" deletes at once).
         require_approval: Before deactivating, pause with the last-used evidence until an operator approves.
+        accept_unsafe_quiet_period: Allow a quiet period of 0s, or on real AWS one shorter than its 4h last-used lag.
+        force: Rotate even if keyrotor's last rotation created the current key moments ago.
     """
     try:
-        return rotate(user_name, quiet_period, poll_interval, max_wait, grace_period, require_approval=require_approval)
+        options = RotationOptions(require_approval, accept_unsafe_quiet_period, force)
+        return rotate(user_name, quiet_period, poll_interval, max_wait, grace_period, options=options)
     except KeyrotorError as error:
         return refused(error)
 
 
-def rotate(user_name: str, *durations: str | None, require_approval: bool = False) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RotationOptions:
+    """The operator's choices for one rotation besides its timings."""
+
+    require_approval: bool = False
+    accept_unsafe_quiet_period: bool = False
+    force: bool = False
+
+
+def rotate(user_name: str, *durations: str | None, options: RotationOptions = RotationOptions()) -> dict[str, Any]:
     """The procedure itself (see :func:`rotate_access_key`)."""
+    check_user_name(user_name)
     settings = Settings()
     timings = resolve_timings(settings, *durations)
+    accepted = options.accept_unsafe_quiet_period or settings.accept_unsafe_quiet_period
+    check_quiet_period(timings.quiet_period, real_aws=settings.real_aws, accepted=accepted)
     overridden = any(value is not None for value in durations)
     ctx = preflight(user_name, settings)
-    with rotation_lease(ctx) as ctx:
-        state = start_rotation(ctx, timings, overridden)
+    tag_this_run(ctx)
+    with rotation_lease(ctx) as leased:
+        state = start_rotation(leased, timings, overridden, options.force)
         if state.phase.terminal:
-            return summarize(state)
+            return state.report()
         try:
-            state = introduce_new_key(ctx, state)  # create, verify with STS, publish to Vault
-            state, evidence = wait_until_old_key_is_quiet(ctx, state)
-            if require_approval and evidence is not None and state.phase is Phase.PUBLISHED:
-                answer = ask_approval(ctx, state, evidence, timings.max_wait)
-                if not answer.approve:
-                    state = reject_rotation(ctx, state, answer.note)
-                    return summarize(state)
-            state = retire_old_key(ctx, state)  # deactivate, then delete (grace period over) or schedule it
-        except Abort:  # Prefect refused to run the next task: the run was suspended meanwhile
-            stop_if_suspended(ctx, state)
+            if not state.phase.reached(Phase.PUBLISHED):
+                state = introduce_new_key(leased, state)  # create, verify with STS, publish to Vault
+            waited = wait_until_old_key_is_quiet(leased, state)
+            state = waited.state
+            if waited.parked is None:
+                if options.require_approval and waited.evidence is not None and state.phase is Phase.PUBLISHED:
+                    answer = ask_approval(leased, state, waited.evidence)
+                    if not answer.approve:
+                        state = reject_rotation(leased, state, answer.note)
+                        publish_rotation(leased, state)
+                        return state.report()
+                state = retire_old_key(leased, state)  # deactivate, then delete (grace period over) or schedule it
+        except Pause:  # an operator paused the run (the UI's Pause) and Prefect stopped it at a step
+            record_hold(leased, "suspended from Prefect")
             raise
+        except Abort:  # Prefect refused to run the next task: the run was suspended meanwhile
+            stop_if_suspended(leased, state)
+            raise
+        except KeyrotorError:
+            publish_rotation(leased, leased.records.load_state() or state)
+            raise
+    if waited.parked is not None:
+        publish_rotation(ctx, state, waiting=waited.parked)
+        suspend_until_woken(ctx, waited.parked)  # the process exits; the waker resumes the run
     get_run_logger().info("Rotation %s of %r: %s", state.rotation_id, user_name, state.phase.value)
-    return summarize(state)
-
-
-def wait_until_old_key_is_quiet(ctx: RotationContext, state: RotationState) -> tuple[RotationState, LastUsed | None]:
-    """Poll the old key's last use until it has been quiet for the quiet period, or stop at the deadline.
-
-    Returns the state and the last-used evidence that showed the key quiet (None when there was nothing to wait for).
-    """
-    if state.phase is not Phase.PUBLISHED or state.old_key_id is None:
-        return state, None
-    while True:
-        check = check_old_key(ctx, state)
-        if check.decision.outcome is Quiet.QUIET:
-            return state, check.last_used
-        if check.decision.outcome is Quiet.DEADLINE:
-            stop_waiting(ctx, state, check)
-        assert check.decision.next_check_at is not None
-        while (remaining := (check.decision.next_check_at - utcnow()).total_seconds()) > 0:
-            time.sleep(min(remaining, PAUSE_CHECK_SECONDS))
-            stop_if_suspended(ctx, state)
-
-
-def resolve_timings(settings: Settings, *durations: str | None) -> Timings:
-    """The settings' timings with this run's explicit durations applied; bad input is a ConfigurationError."""
-    names = ("quiet_period", "poll_interval", "max_wait", "grace_period")
-    try:
-        return settings.timings.with_overrides(**dict(zip(names, durations, strict=False)))
-    except (ValidationError, ValueError) as error:
-        raise ConfigurationError(_first_error(error)) from None
-
-
-def _first_error(error: Exception) -> str:
-    if isinstance(error, ValidationError):
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first.get("loc", ()))
-        return f"{where.replace('_', '-')}: {first['msg']}" if where else str(first["msg"])
-    return str(error)
-
-
-def summarize(state: RotationState) -> dict[str, Any]:
-    """The rotation's outcome for people and scripts (no secrets: the state record holds none)."""
-    record = state.to_record()
-    record["version"] = state.version
-    return record
+    publish_rotation(ctx, state)
+    return state.report()

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from keyrotor import audit_cli
-from keyrotor.errors import ConfigurationError, KeyrotorError
+from keyrotor.errors import KeyrotorError
 from keyrotor.model import Phase
 from keyrotor.stack.cli import stack_app
 
@@ -48,6 +48,11 @@ APPROVAL = (
     "evidence (or answer with `keyrotor resume USER --approve/--reject`)."
 )
 JSON = "Print one JSON object on stdout for scripts (logs still go to stderr)."
+UNSAFE = (
+    "Allow a quiet period of 0s, or on real AWS one shorter than the 4h AWS may take to record a key's last use: "
+    "the old key may be deactivated while applications still use it. [env: KEYROTOR_ACCEPT_UNSAFE_QUIET_PERIOD]"
+)
+FORCE = "Rotate even if keyrotor's last rotation created the current key moments ago (within KEYROTOR_ROTATION_COOLDOWN, default 1d)."
 
 
 def _fail(error: KeyrotorError, as_json: bool) -> None:
@@ -65,35 +70,57 @@ def rotate(
     max_wait: Annotated[str | None, typer.Option(help=MAX_WAIT)] = None,
     grace_period: Annotated[str | None, typer.Option(help=GRACE)] = None,
     require_approval: Annotated[bool, typer.Option(help=APPROVAL)] = False,
+    accept_unsafe_quiet_period: Annotated[bool, typer.Option(help=UNSAFE)] = False,
+    force: Annotated[bool, typer.Option(help=FORCE)] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
 ) -> None:
     """Rotate USER's access key end to end, or continue the rotation in progress.
 
     Exit status: 0 when the old key is deleted, or deactivated with its deletion scheduled; 2 bad input;
-    3 precondition failed (no such user, two active keys...); 4 another run holds the rotation;
-    5 the new key never verified; 6 the old key was still in use at max-wait (both keys left active);
-    7 Vault error; 8 AWS error.
+    3 precondition failed (no such user, two active keys...); 4 another run holds the rotation, or it was
+    just rotated; 5 the new key never verified; 6 the old key was still in use at max-wait (both keys left
+    active); 7 Vault error; 8 AWS error; 9 Prefect server unreachable.
     """
+    from keyrotor.inputs import check_quiet_period, check_user_name
     from keyrotor.settings import Settings
 
     try:
-        from keyrotor.flows.rotate import resolve_timings
+        from keyrotor.inputs import resolve_timings
 
-        resolve_timings(Settings(), quiet_period, poll_interval, max_wait, grace_period)
+        check_user_name(user)
+        settings = Settings()
+        timings = resolve_timings(settings, quiet_period, poll_interval, max_wait, grace_period)
+        accepted = accept_unsafe_quiet_period or settings.accept_unsafe_quiet_period
+        check_quiet_period(timings.quiet_period, real_aws=settings.real_aws, accepted=accepted)
+        from prefect import tags
+
         from keyrotor.flows.rotate import rotate_access_key
+        from keyrotor.tasks.report import user_tags
 
-        report = rotate_access_key(
-            user_name=user,
-            quiet_period=quiet_period,
-            poll_interval=poll_interval,
-            max_wait=max_wait,
-            grace_period=grace_period,
-            require_approval=require_approval,
-        )
+        _start_prefect()
+        with tags("keyrotor", *user_tags(user)):
+            report = rotate_access_key(
+                user_name=user,
+                quiet_period=quiet_period,
+                poll_interval=poll_interval,
+                max_wait=max_wait,
+                grace_period=grace_period,
+                require_approval=require_approval,
+                accept_unsafe_quiet_period=accept_unsafe_quiet_period,
+                force=force,
+            )
     except KeyrotorError as error:
         _fail(error, as_json)
         return
     _print_report(report, as_json)
+
+
+def _start_prefect() -> None:
+    """Start Prefect's temporary server (when there is no PREFECT_API_URL) before any flow runs, one at a time."""
+    from keyrotor.prefect_api import prefect_call, start_temporary_server
+
+    with prefect_call("start Prefect's temporary local server"):
+        start_temporary_server()
 
 
 @app.command()
@@ -124,25 +151,21 @@ def rollback(
 
 @app.command()
 def pause(
-    user: Annotated[str, typer.Argument(help="The IAM user whose running rotation to pause.")],
-    timeout: Annotated[
-        str | None, typer.Option(help="Fail the paused run if not resumed within this long (default: never).")
-    ] = None,
+    user: Annotated[str, typer.Argument(help="The IAM user whose rotation to pause.")],
 ) -> None:
-    """Pause USER's rotation like the Prefect UI's Pause: the flow run is suspended and holds no process.
+    """Pause USER's rotation, in any phase, like the Prefect UI's Pause: its flow run is suspended, holds no
+    process, and waits (with no timeout) until `keyrotor resume USER` or the UI's Resume.
 
-    Works for rotations running from a deployment (served or on a worker). A paused rotation still blocks other
-    rotations of USER; `keyrotor resume USER` or the UI's Resume continues it.
+    Works for rotations running from a deployment (served or on a worker), also while they wait for the old key
+    to go quiet. A paused rotation still blocks other rotations of USER and can be rolled back.
     """
     from keyrotor.connect import Connections
-    from keyrotor.durations import parse_duration
+    from keyrotor.inputs import check_user_name
     from keyrotor.operate import pause_rotation
 
     try:
-        run_id = pause_rotation(Connections.from_settings(), user, parse_duration(timeout) if timeout else None)
-    except ValueError as error:
-        _fail(ConfigurationError(str(error)), False)
-        return
+        check_user_name(user)
+        run_id = pause_rotation(Connections.from_settings(), user)
     except KeyrotorError as error:
         _fail(error, False)
         return
@@ -160,10 +183,12 @@ def resume(
 ) -> None:
     """Resume USER's paused rotation: Prefect reschedules the flow run and it continues where it stopped."""
     from keyrotor.connect import Connections
+    from keyrotor.inputs import check_user_name
     from keyrotor.operate import resume_rotation
 
     answer = None if approve is None else {"approve": approve, "note": note}
     try:
+        check_user_name(user)
         run_id = resume_rotation(Connections.from_settings(), user, answer)
     except KeyrotorError as error:
         _fail(error, False)
@@ -181,9 +206,11 @@ def status(
     Read-only: it changes nothing in IAM or Vault.
     """
     from keyrotor.connect import Connections
+    from keyrotor.inputs import check_user_name
     from keyrotor.status import user_status
 
     try:
+        check_user_name(user)
         report = user_status(Connections.from_settings(), user)
     except KeyrotorError as error:
         _fail(error, as_json)
@@ -224,6 +251,7 @@ def remediate(
     poll_interval: Annotated[str | None, typer.Option(help=POLL)] = None,
     max_wait: Annotated[str | None, typer.Option(help=MAX_WAIT)] = None,
     grace_period: Annotated[str | None, typer.Option(help=GRACE)] = None,
+    accept_unsafe_quiet_period: Annotated[bool, typer.Option(help=UNSAFE)] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
 ) -> None:
     """Audit the account and remedy every flagged user, printing the plan before anything changes.
@@ -238,12 +266,14 @@ def remediate(
     from keyrotor.connect import Connections
     from keyrotor.credential_report import run_audit
     from keyrotor.fleet import plan_fleet
-    from keyrotor.flows.rotate import resolve_timings
+    from keyrotor.inputs import check_quiet_period, resolve_timings
     from keyrotor.settings import Settings
 
     try:
         rotation_settings = Settings()
-        resolve_timings(rotation_settings, quiet_period, poll_interval, max_wait, grace_period)
+        timings = resolve_timings(rotation_settings, quiet_period, poll_interval, max_wait, grace_period)
+        accepted = accept_unsafe_quiet_period or rotation_settings.accept_unsafe_quiet_period
+        check_quiet_period(timings.quiet_period, real_aws=rotation_settings.real_aws, accepted=accepted)
         settings = AuditSettings.load()
         result = run_audit(settings, user or (), max_attempts=rotation_settings.aws_max_attempts)
         plans = plan_fleet(Connections.from_settings(), result, settings, timedelta(days=1), max_concurrency)
@@ -273,6 +303,7 @@ def remediate(
         poll_interval=poll_interval,
         max_wait=max_wait,
         grace_period=grace_period,
+        accept_unsafe_quiet_period=accept_unsafe_quiet_period,
     )
     if as_json:
         print(json.dumps(report, default=str))
@@ -298,15 +329,26 @@ def _print_plan(plans: list[Any], exempt: list[str]) -> None:
 
 @app.command()
 def serve(
-    limit: Annotated[int | None, typer.Option(help="Most flow runs at once (default: no limit).")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Most flow runs working at once; waiting ones hold none. [env: KEYROTOR_SERVE_LIMIT; default 4]"
+        ),
+    ] = None,
+    wake: Annotated[
+        bool, typer.Option("--wake/--no-wake", help="Also be a waker: resume parked rotations when their key is quiet.")
+    ] = True,
 ) -> None:
-    """Serve keyrotor's deployments (rotate-access-key, delete-old-key) to the Prefect server in PREFECT_API_URL.
+    """Serve keyrotor's deployments to the Prefect server in PREFECT_API_URL, and wake parked rotations.
 
-    Runs until interrupted. Flow runs started from the Prefect UI, and scheduled deletions of old keys, run here.
+    Runs until interrupted. Flow runs started from the Prefect UI, by `keyrotor rotate` and `keyrotor remediate`,
+    and scheduled deletions of old keys, run here, each in a process of its own, at most --limit at once. Run it on
+    several machines to share the work: one of them at a time is the waker (a lease in Vault decides).
     """
     from keyrotor.deployments.serve import serve_all
+    from keyrotor.settings import Settings
 
-    serve_all(limit=limit)
+    serve_all(limit=limit or Settings().serve_limit, wake=wake)
 
 
 # `keyrotor audit` has its own module, which imports nothing heavy (no Prefect) when the command line starts.
@@ -315,8 +357,16 @@ app.command(name="audit")(audit_cli.audit)
 
 def _run_flow(flow_function: Any, user: str, as_json: bool, ok: tuple[Phase, ...]) -> None:
     """Run a one-user flow in process and print its outcome; clear message and exit code on failure."""
+    from prefect import tags
+
+    from keyrotor.inputs import check_user_name
+    from keyrotor.tasks.report import user_tags
+
     try:
-        report = flow_function(user_name=user)
+        check_user_name(user)
+        _start_prefect()
+        with tags("keyrotor", *user_tags(user)):
+            report = flow_function(user_name=user)
     except KeyrotorError as error:
         _fail(error, as_json)
         return
@@ -382,4 +432,7 @@ def _print_status(report: dict[str, Any]) -> None:
         )
     if report["lease"]:
         out.print(f"held by {report['lease']['holder']} until {report['lease']['expires_at']}")
-    out.print(f"next: {report['next']}")
+    view = report["outlook"]
+    out.print(f"doing: {view['doing']}", highlight=False)
+    out.print(f"waiting for: {view['waiting_for']}", highlight=False)
+    out.print(f"next: {view['command'] or 'nothing to do'}", highlight=False)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from keyrotor.aws import Boto3Iam, IamGateway
-from keyrotor.records import RotationRecords, UserPaths
+from keyrotor.records import RotationRecords, UserPaths, WaitingIndex
 from keyrotor.settings import Settings
 from keyrotor.vault import VaultKV, make_client
 
@@ -43,6 +43,10 @@ class Connections:
     @cached_property
     def account_id(self) -> str:
         return self.iam.account_id()
+
+    @cached_property
+    def waiting(self) -> WaitingIndex:
+        return WaitingIndex(self.kv, self.settings.waiting_path)
 
     def records(self, user_name: str) -> RotationRecords:
         paths = UserPaths.build(self.settings.vault_path, self.settings.state_path, self.account_id, user_name)

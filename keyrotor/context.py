@@ -9,7 +9,7 @@ from typing import Protocol
 from keyrotor.aws import IamGateway
 from keyrotor.failpoints import failpoint
 from keyrotor.model import RotationState
-from keyrotor.records import RotationRecords
+from keyrotor.records import RotationRecords, WaitingIndex
 from keyrotor.settings import Settings
 
 
@@ -27,6 +27,7 @@ class RotationContext:
     account_id: str
     iam: IamGateway
     records: RotationRecords
+    waiting: WaitingIndex
     settings: Settings
     actor: str
     flow_run_id: str | None = None

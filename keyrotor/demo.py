@@ -59,13 +59,15 @@ def run_demo(stack_dir: Path, ports: StackPorts, stop_after: bool, console: Cons
     console.rule("[bold]keyrotor demo")
     console.print(f"Starting the local stack in {stack_dir} (moto as IAM/STS, OpenBao as Vault, a Prefect server)...")
     stack = LocalStack.start(stack_dir, ports)
+    for note in stack.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
     try:
         os.environ.update(stack.env | DEMO_TIMINGS)
         return _run(stack, console)
     finally:
         if stop_after:
             _flush_prefect_logs()
-            stack.stop()
+            stack.stop(purge=True)
             console.print("Local stack stopped.")
         else:
             console.print(f"The stack keeps running; stop it with [bold]keyrotor stack down --dir {stack_dir}[/].")

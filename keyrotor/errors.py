@@ -55,9 +55,28 @@ class AwsError(KeyrotorError):
     exit_code = 8
 
 
+class PrefectUnavailable(KeyrotorError):
+    """The Prefect server cannot be reached or refused a call (check PREFECT_API_URL and that it runs)."""
+
+    exit_code = 9
+
+
 class TransientError(KeyrotorError):
     """A failure worth retrying (throttling, 5xx, connection trouble). Only raised inside retry loops."""
 
 
 class RollbackImpossible(PreconditionFailed):
     """The old key no longer exists (deleted after its grace period), so there is nothing to return to."""
+
+
+def error_from_message(message: str | None) -> KeyrotorError:
+    """Rebuild the error a flow run ended with from its state message (``"ClassName: text"``, see
+    :func:`keyrotor.flows.refused`), so a caller that only sees the run's state still gets the exit code."""
+    text = message or "the flow run failed without a message"
+    name, _, rest = text.partition(": ")
+    kinds = {kind.__name__: kind for kind in _all_errors(KeyrotorError)}
+    return kinds[name](rest) if name in kinds and rest else KeyrotorError(text)
+
+
+def _all_errors(root: type[KeyrotorError]) -> list[type[KeyrotorError]]:
+    return [root, *(kind for sub in root.__subclasses__() for kind in _all_errors(sub))]

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from keyrotor.errors import PreconditionFailed
-from keyrotor.model import AccessKey, LastUsed, Phase, RotationState
+from keyrotor.model import AccessKey, LastUsed, RotationState
 
 
 @dataclass(frozen=True)
@@ -109,25 +109,3 @@ def judge_lease(lease: dict[str, Any] | None, *, owner: str, flow_run_id: str | 
         return LeaseVerdict.ACQUIRE
     expires_at = datetime.fromisoformat(lease["expires_at"])
     return LeaseVerdict.ACQUIRE if expires_at <= now else LeaseVerdict.WAIT
-
-
-def next_step(state: RotationState | None, now: datetime) -> str:
-    """One sentence for ``keyrotor status``: what happens next in this rotation, and when."""
-    if state is None:
-        return "no rotation recorded; `keyrotor rotate USER` starts one"
-    if state.phase is Phase.COMPLETED:
-        return "nothing: the last rotation completed"
-    if state.phase is Phase.FAILED:
-        return f"nothing: the last rotation failed ({state.error}); `keyrotor rotate USER` starts a new one"
-    if state.phase is Phase.DEACTIVATED:
-        if state.delete_after is None or state.delete_after <= now:
-            return "delete the old key: due now (the scheduled run or `keyrotor finish USER` does it)"
-        return f"delete the old key at {state.delete_after.isoformat()} (end of the grace period)"
-    if state.phase is Phase.PUBLISHED:
-        if state.halted:
-            return f"stopped: {state.halted}; an operator decides (re-run rotate to keep waiting)"
-        quiet = state.timing("quiet_period")
-        return f"deactivate the old key once it has been unused for {quiet} after the publish" + (
-            f"; gives up at {state.wait_deadline.isoformat()}" if state.wait_deadline else ""
-        )
-    return f"continue from phase {state.phase.value!r} (a run was interrupted or is running)"

@@ -156,6 +156,10 @@ class RotationState:
     def evolve(self, **changes: Any) -> RotationState:
         return dataclasses.replace(self, **changes)
 
+    def report(self) -> dict[str, Any]:
+        """The rotation's outcome for people and scripts: the record and its version (no secrets: it holds none)."""
+        return self.to_record() | {"version": self.version}
+
     def to_record(self) -> dict[str, Any]:
         """The JSON-safe dict stored in Vault."""
         record: dict[str, Any] = {}
@@ -194,3 +198,48 @@ def _iso(value: datetime | None) -> str | None:
 
 def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+@dataclass(frozen=True)
+class Wait:
+    """A rotation parked while it waits for its old key to go quiet: its flow run is suspended (holding no
+    process), and the waker checks the old key's last use at ``next_check_at`` and resumes the run once it can
+    move on. Stored in Vault's waiting index, one record per user; ``version`` is its KV version.
+
+    Attributes:
+        wait_id: This park's pause key in Prefect (each park of a run has its own).
+        flow_run_id: The suspended flow run to resume.
+        held: An operator paused the rotation: the waker leaves it alone until it is resumed.
+        last_check: The waker's last look: when, the old key's last use, and the decision.
+    """
+
+    rotation_id: str
+    user_name: str
+    account_id: str
+    flow_run_id: str
+    wait_id: str
+    old_key_id: str
+    published_at: datetime
+    quiet_period: float
+    poll_interval: float
+    wait_deadline: datetime
+    next_check_at: datetime
+    parked_at: datetime
+    held: bool = False
+    last_check: dict[str, Any] | None = None
+    version: int = field(default=0, compare=False)
+
+    def evolve(self, **changes: Any) -> Wait:
+        return dataclasses.replace(self, **changes)
+
+    def to_record(self) -> dict[str, Any]:
+        record = {item.name: getattr(self, item.name) for item in dataclasses.fields(self) if item.name != "version"}
+        return {name: _iso(value) if isinstance(value, datetime) else value for name, value in record.items()}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], version: int) -> Wait:
+        names = {item.name for item in dataclasses.fields(cls)} - {"version"}
+        values = {name: value for name, value in record.items() if name in names}
+        for name in ("published_at", "wait_deadline", "next_check_at", "parked_at"):
+            values[name] = datetime.fromisoformat(values[name])
+        return cls(**values, version=version)

@@ -10,11 +10,12 @@ Layout on the KV mount (paths are settings):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import SecretStr
 
-from keyrotor.model import NewCredentials, RotationState, utcnow
+from keyrotor.errors import RotationConflict
+from keyrotor.model import NewCredentials, RotationState, Wait, utcnow
 from keyrotor.vault import KVRecord, VaultKV
 
 ID_FIELD = "aws_access_key_id"
@@ -50,6 +51,28 @@ class Published:
     key_id: str | None
     version: int
     created_time: str
+
+
+class LeaseStore(Protocol):
+    """Where a lease lives: one KV path read and written with check-and-set."""
+
+    def read_lease(self) -> KVRecord | None: ...
+
+    def write_lease(self, data: dict[str, Any], cas: int) -> KVRecord: ...
+
+
+class LeaseRecord:
+    """A lease at a fixed path (the waker's), as opposed to a user's rotation lease in :class:`RotationRecords`."""
+
+    def __init__(self, kv: VaultKV, path: str) -> None:
+        self.kv = kv
+        self.path = path
+
+    def read_lease(self) -> KVRecord | None:
+        return self.kv.read(self.path)
+
+    def write_lease(self, data: dict[str, Any], cas: int) -> KVRecord:
+        return self.kv.write(self.path, data, cas=cas)
 
 
 class RotationRecords:
@@ -123,3 +146,61 @@ def _credentials(record: KVRecord | None) -> NewCredentials | None:
     if record is None or ID_FIELD not in record.data or SECRET_FIELD not in record.data:
         return None
     return NewCredentials(record.data[ID_FIELD], SecretStr(record.data[SECRET_FIELD]))
+
+
+class WaitingIndex:
+    """Vault's index of parked rotations (``KEYROTOR_WAITING_PATH``), one :class:`~keyrotor.model.Wait` per user.
+
+    A rotation writes its record when it parks and deletes it when it moves on; the waker lists the index, checks
+    the due ones and records each look. Writes are check-and-set, so neither overwrites the other's newer record.
+    """
+
+    def __init__(self, kv: VaultKV, template: str) -> None:
+        self.kv = kv
+        self.template = template
+
+    def path(self, account_id: str, user_name: str) -> str:
+        return self.template.format(account_id=account_id, user_name=user_name)
+
+    def folder(self, account_id: str) -> str:
+        return self.path(account_id, "").rstrip("/")
+
+    def root(self) -> str:
+        return self.template.split("{account_id}")[0].rstrip("/")
+
+    def accounts(self) -> list[str]:
+        return [name.rstrip("/") for name in self.kv.list(self.root()) if name.endswith("/")]
+
+    def users(self, account_id: str) -> list[str]:
+        return [name for name in self.kv.list(self.folder(account_id)) if not name.endswith("/")]
+
+    def read(self, account_id: str, user_name: str) -> Wait | None:
+        record = self.kv.read(self.path(account_id, user_name))
+        return Wait.from_record(record.data, record.version) if record else None
+
+    def write(self, wait: Wait) -> Wait:
+        """Write ``wait`` over the version it was read as (0: a new record); RotationConflict if it changed."""
+        path = self.path(wait.account_id, wait.user_name)
+        cas = wait.version if wait.version else self.kv.current_version(path)
+        written = self.kv.write(path, wait.to_record(), cas=cas)
+        return wait.evolve(version=written.version)
+
+    def remove(self, account_id: str, user_name: str, wait_id: str | None = None) -> None:
+        """Delete the user's record (only if it is ``wait_id``'s, when given): the rotation stopped waiting."""
+        if wait_id is not None:
+            current = self.read(account_id, user_name)
+            if current is None or current.wait_id != wait_id:
+                return
+        self.kv.destroy(self.path(account_id, user_name))
+
+    def hold(self, account_id: str, user_name: str, held: bool) -> Wait | None:
+        """Mark the user's record held (an operator paused it) or not; None when it has none."""
+        for _ in range(3):
+            current = self.read(account_id, user_name)
+            if current is None or current.held == held:
+                return current
+            try:
+                return self.write(current.evolve(held=held))
+            except RotationConflict:
+                continue
+        raise RotationConflict(f"the waiting record of {user_name!r} kept changing; try again")

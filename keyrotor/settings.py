@@ -89,6 +89,24 @@ class Settings(BaseSettings):
         default="keyrotor/{account_id}/{user_name}",
         description="Folder of keyrotor's own records for a user: state, lease and the unpublished new key.",
     )
+    waiting_path: str = Field(
+        default="keyrotor-waker/waiting/{account_id}/{user_name}",
+        description="Vault's index of parked rotations: when the waker checks each next.",
+    )
+    waker_lease_path: str = Field(
+        default="keyrotor-waker/lease", description="Which waker is the one checking parked rotations now."
+    )
+    waker_interval: Duration = Field(
+        default=timedelta(seconds=5),
+        description="How often the waker lists parked rotations (a due one waits at most this long to be checked).",
+    )
+    park_waits: bool = Field(
+        default=True,
+        description="Runs from a deployment suspend while they wait (holding no process) instead of polling.",
+    )
+    serve_limit: int = Field(
+        default=4, ge=1, le=256, description="Most flow runs `keyrotor serve` runs at once (waiting runs hold none)."
+    )
     timings: Timings = Field(default_factory=Timings)
     quiet_period: Duration | None = Field(default=None, description="Overrides timings.quiet_period.")
     poll_interval: Duration | None = Field(default=None, description="Overrides timings.poll_interval.")
@@ -105,6 +123,19 @@ class Settings(BaseSettings):
         default=timedelta(seconds=30), description="How long transient Vault failures are retried."
     )
     aws_max_attempts: int = Field(default=10, ge=1, le=50, description="botocore attempts for transient AWS errors.")
+    aws_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AWS_ENDPOINT_URL_IAM", "AWS_ENDPOINT_URL"),
+        description="An endpoint override (moto, a proxy): not real AWS, whose last-used data arrives hours late.",
+    )
+    accept_unsafe_quiet_period: bool = Field(
+        default=False,
+        description="Allow a quiet period of 0s, or (on real AWS) shorter than AWS's last-used latency of 4h.",
+    )
+    rotation_cooldown: Duration = Field(
+        default=timedelta(days=1),
+        description="Refuse (without --force) to rotate a key that keyrotor's last rotation created this recently.",
+    )
     delete_deployment: str = Field(
         default="delete-old-key/delete-old-key",
         description="Deployment that deletes an old key after its grace period.",
@@ -120,6 +151,11 @@ class Settings(BaseSettings):
         }
         self.timings = self.timings.with_overrides(**overrides)
         return self
+
+    @property
+    def real_aws(self) -> bool:
+        """Whether keyrotor talks to AWS itself (no endpoint override)."""
+        return not self.aws_endpoint_url
 
     def token(self) -> str | None:
         """The Vault token from the environment, else from ``~/.vault-token``."""

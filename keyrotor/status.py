@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from keyrotor.connect import Connections
-from keyrotor.logic import next_step
 from keyrotor.model import utcnow
+from keyrotor.outlook import outlook
 
 
 def user_status(connections: Connections, user_name: str) -> dict[str, Any]:
@@ -31,6 +32,11 @@ def user_status(connections: Connections, user_name: str) -> dict[str, Any]:
             }
         )
     lease = lease_record.data if lease_record else {}
+    alive = bool(lease.get("owner")) and datetime.fromisoformat(lease["expires_at"]) > now
+    parked = connections.waiting.read(connections.account_id, user_name)
+    waiting = parked if parked is not None and state is not None and parked.rotation_id == state.rotation_id else None
+    next_check = waiting.next_check_at if waiting is not None and not waiting.held else None
+    view = outlook(state, user_name, now, run_alive=alive, next_check_at=next_check)
     return {
         "user": user_name,
         "account_id": connections.account_id,
@@ -46,7 +52,8 @@ def user_status(connections: Connections, user_name: str) -> dict[str, Any]:
         }
         if lease.get("owner")
         else None,
-        "next": next_step(state, now),
+        "outlook": view.to_json(),
+        "waiting": waiting.to_record() if waiting is not None else None,
         "checked_at": now.isoformat(),
     }
 

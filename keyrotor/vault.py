@@ -31,23 +31,37 @@ class KVRecord:
 
 
 def translate(error: Exception, action: str, addr: str) -> KeyrotorError:
-    """Map hvac/requests failures to a keyrotor error that says what to fix."""
+    """Map hvac/requests failures to a keyrotor error that names Vault, what keyrotor was doing and what to check."""
     if isinstance(error, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
-        return TransientError(f"{action}: Vault is unreachable at {addr}")
+        return TransientError(
+            f"cannot {action}: Vault at {addr} is unreachable ({_reason(error)}); check VAULT_ADDR and that "
+            "Vault (or OpenBao) is running and reachable from here"
+        )
     if isinstance(error, hvac.exceptions.VaultDown):
-        return TransientError(f"{action}: Vault at {addr} is sealed or down")
+        return TransientError(f"cannot {action}: Vault at {addr} is sealed or down; unseal it or wait until it is up")
     if isinstance(
         error, hvac.exceptions.InternalServerError | hvac.exceptions.BadGateway | hvac.exceptions.RateLimitExceeded
     ):
-        return TransientError(f"{action}: Vault at {addr} failed ({error})")
+        return TransientError(f"cannot {action}: Vault at {addr} failed ({error})")
     if isinstance(error, hvac.exceptions.Forbidden | hvac.exceptions.Unauthorized):
         return VaultError(
-            f"{action}: Vault at {addr} denied access: check VAULT_TOKEN and its policy "
-            "(it needs read/write on the secret and keyrotor paths of the KV mount)"
+            f"cannot {action}: Vault at {addr} denied access with this token: check VAULT_TOKEN (or ~/.vault-token) "
+            "and its policy (it needs read/write on the secret and keyrotor paths of the KV mount)"
         )
     if isinstance(error, hvac.exceptions.InvalidRequest) and "check-and-set" in str(error):
-        return RotationConflict(f"{action}: the Vault record changed under us (check-and-set failed); try again")
-    return VaultError(f"{action}: Vault at {addr} answered: {error}")
+        return RotationConflict(f"cannot {action}: the Vault record changed under us (check-and-set failed); try again")
+    return VaultError(f"cannot {action}: Vault at {addr} answered: {error}")
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, requests.exceptions.Timeout):
+        return "no answer in time"
+    text = str(error)
+    if "Connection refused" in text:
+        return "connection refused"
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "unknown host name"
+    return "connection failed"
 
 
 class VaultKV:
@@ -59,10 +73,12 @@ class VaultKV:
         self.addr = str(client.url)
         self._retry_for = retry_for
 
-    def _run(self, action: str, call: Callable[[], T]) -> T:
+    def _run(self, action: str, call: Callable[[], T], retry_for: timedelta | None = None) -> T:
+        patience = (retry_for if retry_for is not None else self._retry_for).total_seconds()
+
         @retry(
             retry=retry_if_exception_type(TransientError),
-            stop=stop_after_delay(self._retry_for.total_seconds()),
+            stop=stop_after_delay(patience),
             wait=wait_exponential(multiplier=0.2, max=5),
             reraise=True,
         )
@@ -77,15 +93,17 @@ class VaultKV:
         try:
             return attempt()
         except TransientError as error:
-            raise VaultError(f"{error} (gave up after {self._retry_for.total_seconds():g}s of retries)") from None
+            raise VaultError(f"{error} (gave up after {patience:g}s of retries)") from None
 
-    def check(self) -> None:
-        """Fail clearly, before anything changes, if the token is bad or the mount is not KV version 2."""
-        self._run("check the Vault token", self._client.auth.token.lookup_self)
+    def check(self, retry_for: timedelta | None = None) -> None:
+        """Fail clearly, before anything changes, if Vault is unreachable, the token is bad or the mount is not KV
+        version 2. ``retry_for`` bounds the retries of this first contact (default: the retry timeout)."""
+        self._run("look up keyrotor's Vault token", self._client.auth.token.lookup_self, retry_for)
         try:
             mount = self._run(
                 f"look up the KV mount {self.mount!r}",
                 lambda: self._client.adapter.get(f"/v1/sys/internal/ui/mounts/{self.mount}"),
+                retry_for,
             )
         except VaultError as error:
             raise VaultError(

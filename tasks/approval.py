@@ -8,8 +8,6 @@ point again, and gets the answer given instead of pausing twice.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from prefect import get_run_logger, task
 from prefect.exceptions import Pause
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
@@ -43,18 +41,20 @@ def evidence_markdown(ctx: RotationContext, state: RotationState, last_used: Las
     )
 
 
-def ask_approval(
-    ctx: RotationContext, state: RotationState, last_used: LastUsed, timeout: timedelta
-) -> DeactivationApproval:
-    """Pause for the operator's answer; suspends deployment runs, keeps command-line runs waiting in process."""
+def ask_approval(ctx: RotationContext, state: RotationState, last_used: LastUsed) -> DeactivationApproval:
+    """Pause for the operator's answer.
+
+    A run from a deployment is suspended with no timeout: it holds nothing and the question stays open until
+    someone answers. A run started in a terminal has to keep its process, so it waits at most the rotation's
+    max-wait, and fails if nobody answered by then (both keys stay active).
+    """
     form = DeactivationApproval.with_initial_data(description=evidence_markdown(ctx, state, last_used), approve=False)
     key = f"approve-deactivation-{state.rotation_id}"
-    seconds = int(timeout.total_seconds())
     get_run_logger().info("Waiting for approval to deactivate %s (answer in the Prefect UI)", state.old_key_id)
     if deployment.id is None:
-        return pause_flow_run(wait_for_input=form, key=key, timeout=seconds)
+        return pause_flow_run(wait_for_input=form, key=key, timeout=int(state.timing("max_wait").total_seconds()))
     try:
-        return suspend_flow_run(wait_for_input=form, key=key, timeout=seconds)
+        return suspend_flow_run(wait_for_input=form, key=key, timeout=None)
     except Pause:
         record_pause(ctx, state, "awaiting approval to deactivate the old key")
         raise

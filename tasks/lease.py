@@ -21,7 +21,7 @@ from keyrotor.durations import format_duration
 from keyrotor.errors import KeyrotorError, RotationConflict
 from keyrotor.logic import LeaseVerdict, judge_lease
 from keyrotor.model import utcnow
-from keyrotor.records import RotationRecords
+from keyrotor.records import LeaseStore
 
 
 class Lease:
@@ -29,7 +29,7 @@ class Lease:
 
     def __init__(
         self,
-        records: RotationRecords,
+        records: LeaseStore,
         *,
         holder: str,
         ttl: timedelta,
@@ -61,8 +61,12 @@ class Lease:
             "expires_at": (now + self.ttl).isoformat(),
         }
 
-    def acquire(self) -> None:
-        """Take the lease, waiting at most one TTL for a silent owner; refuse as soon as the owner renews."""
+    def acquire(self, busy_hint: str | None = None) -> None:
+        """Take the lease, waiting at most one TTL for a silent owner; refuse as soon as the owner renews.
+
+        With ``busy_hint`` (what the operator must do first), refuse at once, saying so, when the owner renewed the
+        lease within its renewal period: it is alive, and waiting would only delay the same answer.
+        """
         seen_renewal: str | None = None
         while True:
             record = self._records.read_lease()
@@ -76,6 +80,11 @@ class Lease:
                 self._version, self._expires_at = written.version, now + self.ttl
                 return
             assert data is not None
+            if busy_hint is not None and _renewed_within(data, self.ttl / 3 + timedelta(seconds=1), now):
+                raise RotationConflict(
+                    f"a run is working on this user's rotation right now ({data.get('holder')}, flow run "
+                    f"{data.get('flow_run_id')}, lease renewed at {data.get('renewed_at')}): {busy_hint}"
+                )
             if seen_renewal is not None and data.get("renewed_at") != seen_renewal:
                 raise RotationConflict(
                     f"a rotation of this user is already running ({data.get('holder')}, flow run "
@@ -84,6 +93,25 @@ class Lease:
             seen_renewal = data.get("renewed_at")
             remaining = (datetime.fromisoformat(data["expires_at"]) - now).total_seconds()
             self._sleep(max(0.05, min(remaining + 0.05, self.ttl.total_seconds() / 2)))
+
+    def try_acquire(self) -> bool:
+        """Take the lease if it is free or expired, in one attempt; False when a live owner holds it."""
+        record = self._records.read_lease()
+        data, version = (record.data, record.version) if record else (None, 0)
+        now = self._clock()
+        if judge_lease(data, owner=self.owner, flow_run_id=self.flow_run_id, now=now) is not LeaseVerdict.ACQUIRE:
+            return False
+        try:
+            written = self._records.write_lease(self._payload(now), cas=version)
+        except RotationConflict:
+            return False
+        self._version, self._expires_at, self._lost = written.version, now + self.ttl, None
+        return True
+
+    @property
+    def lost(self) -> bool:
+        """True once another owner took the lease over (or it expired unrenewed)."""
+        return bool(self._lost) or self._expires_at is None or self._clock() >= self._expires_at
 
     def renew(self) -> None:
         """Extend the lease by one TTL; mark it lost if someone else took it."""
@@ -130,10 +158,15 @@ class Lease:
             )
 
 
-def acquire_lease(ctx: RotationContext) -> Lease:
+def _renewed_within(lease: dict[str, Any], period: timedelta, now: datetime) -> bool:
+    renewed = lease.get("renewed_at")
+    return bool(renewed) and now - datetime.fromisoformat(renewed) <= period
+
+
+def acquire_lease(ctx: RotationContext, busy_hint: str | None = None) -> Lease:
     """Claim the user's rotation for this run (see :class:`Lease`); the run's log says so (no task of its own)."""
     lease = Lease(ctx.records, holder=ctx.actor, ttl=ctx.settings.lease_ttl, flow_run_id=ctx.flow_run_id)
-    lease.acquire()
+    lease.acquire(busy_hint)
     get_run_logger().info(
         "Holding the rotation lease of %r (renewed every %s)", ctx.user_name, format_duration(lease.ttl / 3)
     )
@@ -141,9 +174,12 @@ def acquire_lease(ctx: RotationContext) -> Lease:
 
 
 @contextmanager
-def rotation_lease(ctx: RotationContext) -> Iterator[RotationContext]:
-    """Hold the user's rotation lease for the duration of the block; yields a context bound to it."""
-    lease = acquire_lease(ctx)
+def rotation_lease(ctx: RotationContext, busy_hint: str | None = None) -> Iterator[RotationContext]:
+    """Hold the user's rotation lease for the duration of the block; yields a context bound to it.
+
+    ``busy_hint``: refuse at once, with this advice, while a live run holds it (see :meth:`Lease.acquire`).
+    """
+    lease = acquire_lease(ctx, busy_hint)
     lease.start_heartbeat()
     try:
         yield ctx.holding(lease)

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
 from keyrotor.connect import Connections, whoami
 from keyrotor.context import RotationContext
+from keyrotor.durations import format_duration
 from keyrotor.errors import PreconditionFailed, RotationConflict
 from keyrotor.logic import plan_slots
-from keyrotor.model import Phase, RotationState, utcnow
+from keyrotor.model import AccessKey, Phase, RotationState, utcnow
+from keyrotor.prefect_api import run_state
 from keyrotor.settings import Settings, Timings
 from keyrotor.tasks import STEP
-from keyrotor.tasks.pause import prefect_state
+
+#: How long the first look at Vault retries before a run gives up, changing nothing (an operator is waiting).
+FIRST_CONTACT = timedelta(seconds=5)
 
 
 def preflight(user_name: str, settings: Settings) -> RotationContext:
@@ -26,7 +31,7 @@ def preflight(user_name: str, settings: Settings) -> RotationContext:
     KV v2, AWS credentials are wrong, or the user does not exist.
     """
     connections = Connections.from_settings(settings)
-    connections.kv.check()
+    connections.kv.check(retry_for=min(settings.vault_retry_timeout, FIRST_CONTACT))
     connections.iam.ensure_user(user_name)
     run_id = flow_run.get_id()
     actor = f"{whoami()}, flow run {flow_run.get_name() or '-'} ({run_id or 'none'})"
@@ -35,6 +40,7 @@ def preflight(user_name: str, settings: Settings) -> RotationContext:
         account_id=connections.account_id,
         iam=connections.iam,
         records=connections.records(user_name),
+        waiting=connections.waiting,
         settings=settings,
         actor=actor,
         flow_run_id=run_id,
@@ -42,11 +48,11 @@ def preflight(user_name: str, settings: Settings) -> RotationContext:
 
 
 @task(name="start-rotation", **STEP)
-def start_rotation(ctx: RotationContext, timings: Timings, overridden: bool) -> RotationState:
+def start_rotation(ctx: RotationContext, timings: Timings, overridden: bool, force: bool = False) -> RotationState:
     """Continue the rotation in progress, or record a new one after choosing the key to retire.
 
     See :func:`continue_recorded` for carrying on. A new rotation is refused (nothing changed) when the user has
-    two active keys.
+    two active keys, or (unless ``force``) when keyrotor's last rotation created the current key moments ago.
     """
     logger = get_run_logger()
     previous = ctx.records.load_state()
@@ -56,6 +62,8 @@ def start_rotation(ctx: RotationContext, timings: Timings, overridden: bool) -> 
         return recorded
 
     keys = ctx.iam.list_keys(ctx.user_name)
+    if not force:
+        refuse_if_just_rotated(ctx, previous, keys, now)
     plan = plan_slots(ctx.user_name, keys)
     state = RotationState(
         rotation_id=uuid.uuid4().hex[:12],
@@ -94,9 +102,9 @@ def continue_recorded(
     if previous is None:
         return None
     if previous.phase.terminal:
-        if ctx.flow_run_id in _runs_of(previous):
+        if ctx.flow_run_id in _runs_of(previous) or flow_run.get_run_count() > 1:
             logger.info("This flow run's rotation %s has ended (%s)", previous.rotation_id, previous.phase.value)
-            return previous  # a retry or a resume of the same flow run: never start a second rotation
+            return previous  # a retry or a resume of a flow run: never start a second rotation
         return None
     logger.info(
         "Continuing %s %s of %r from phase %r (started %s by %s)",
@@ -111,6 +119,13 @@ def continue_recorded(
         raise RotationConflict(
             f"a rollback of rotation {previous.rotation_id} started at {previous.rollback_started_at.isoformat()} "
             f"and did not finish; run `keyrotor rollback {ctx.user_name}` to finish it"
+        )
+    parked = ctx.waiting.read(ctx.account_id, ctx.user_name)
+    if parked is not None and parked.flow_run_id != ctx.flow_run_id and _alive_in_prefect(parked.flow_run_id):
+        raise RotationConflict(
+            f"rotation {previous.rotation_id} of {ctx.user_name!r} is waiting in flow run {parked.flow_run_id} for its "
+            f"old key to go quiet (next check at {parked.next_check_at.isoformat(timespec='seconds')}); it holds no "
+            f"process. See `keyrotor status {ctx.user_name}`; pause, resume or roll it back instead"
         )
     paused_run = previous.paused_run_id or _paused_in_prefect(previous.last_flow_run_id)
     if paused_run and paused_run != ctx.flow_run_id:
@@ -132,14 +147,43 @@ def continue_recorded(
     return ctx.save(previous.evolve(**changes)) if changes else previous
 
 
+def refuse_if_just_rotated(
+    ctx: RotationContext, previous: RotationState | None, keys: list[AccessKey], now: datetime
+) -> None:
+    """Refuse a new rotation of a key that keyrotor's last rotation created within the cooldown: two rotations in a
+    row (two commands at once, a schedule and a person) would make applications switch keys twice for nothing."""
+    if previous is None or previous.phase is not Phase.COMPLETED or previous.retirement or not previous.new_key_id:
+        return
+    current = next((key for key in keys if key.key_id == previous.new_key_id and key.active), None)
+    cooldown = ctx.settings.rotation_cooldown
+    if current is None or now - current.created >= cooldown:
+        return
+    ended = previous.completed_at.isoformat() if previous.completed_at else "?"
+    raise RotationConflict(
+        f"{ctx.user_name!r} was just rotated: rotation {previous.rotation_id} (started by {previous.started_by}) "
+        f"created its key {current.key_id} at {current.created.isoformat()} and completed at {ended}. Rotating "
+        f"again within {format_duration(cooldown)} would make applications switch keys twice; pass --force "
+        "(parameter force) to rotate anyway"
+    )
+
+
 def _runs_of(state: RotationState) -> set[str]:
     return {run for run in (state.flow_run_id, state.last_flow_run_id, state.paused_run_id) if run}
+
+
+def _alive_in_prefect(run_id: str) -> bool:
+    """Whether Prefect will still run this flow run (paused, scheduled, pending or running)."""
+    try:
+        current = run_state(run_id)
+    except Exception:  # noqa: BLE001 - Prefect unreachable: the parked run cannot be resumed either
+        return False
+    return current is not None and not current.is_final()
 
 
 def _paused_in_prefect(run_id: str | None) -> str | None:
     """The run id if Prefect holds that run paused (the pause may not have reached the durable state)."""
     try:
-        current = prefect_state(run_id)
+        current = run_state(run_id)
     except Exception:  # noqa: BLE001 - Prefect's API being unreachable must not block a rotation
         return None
     return run_id if current is not None and current.is_paused() else None

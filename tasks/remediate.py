@@ -81,7 +81,7 @@ def remedies_deployed() -> set[str]:
 
 
 def remediate_user(
-    plan: UserPlan, timings: dict[str, str | None], unused_days: int, deployed: set[str]
+    plan: UserPlan, timings: dict[str, str | bool | None], unused_days: int, deployed: set[str]
 ) -> dict[str, Any]:
     """Carry out one user's remedy as its own flow run; a failure is reported (never raised) with its reason.
 

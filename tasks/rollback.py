@@ -14,6 +14,7 @@ from keyrotor.context import RotationContext
 from keyrotor.errors import PreconditionFailed, RollbackImpossible
 from keyrotor.failpoints import failpoint
 from keyrotor.model import KeyStatus, Phase, RotationState, utcnow
+from keyrotor.prefect_api import prefect_call
 from keyrotor.tasks import STEP
 
 
@@ -96,10 +97,13 @@ def deactivate_new_key(ctx: RotationContext, state: RotationState) -> None:
 
 @task(name="cancel-pending-runs", **STEP)
 def cancel_pending_runs(ctx: RotationContext, state: RotationState) -> list[str]:
-    """Cancel the scheduled deletion and a paused rotation run, so neither acts on a rolled-back rotation."""
+    """Cancel the scheduled deletion and a paused or parked rotation run, so none acts on a rolled-back rotation,
+    and drop the rotation from the waiting index."""
     cancelled = []
-    with get_client(sync_client=True) as client:
-        for run_id in {state.deletion_run_id, state.paused_run_id} - {None}:
+    parked = ctx.waiting.read(ctx.account_id, ctx.user_name)
+    waiting_run = parked.flow_run_id if parked else None
+    with prefect_call("cancel the rotation's pending flow runs"), get_client(sync_client=True) as client:
+        for run_id in {state.deletion_run_id, state.paused_run_id, waiting_run} - {None, ctx.flow_run_id}:
             try:
                 run = client.read_flow_run(UUID(run_id))
             except ObjectNotFound:
@@ -110,6 +114,7 @@ def cancel_pending_runs(ctx: RotationContext, state: RotationState) -> list[str]
                 )
                 cancelled.append(str(run_id))
                 get_run_logger().info("Cancelled flow run %s (%s)", run.name, run.state.name)
+    ctx.waiting.remove(ctx.account_id, ctx.user_name)
     return cancelled
 
 

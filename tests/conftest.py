@@ -38,6 +38,8 @@ FAST = {
     "KEYROTOR_POLL_INTERVAL": "0.5s",
     "KEYROTOR_MAX_WAIT": "30s",
     "KEYROTOR_GRACE_PERIOD": "0s",
+    "KEYROTOR_WAKER_INTERVAL": "1s",
+    "KEYROTOR_SERVE_LIMIT": "8",
 }
 
 
@@ -129,7 +131,7 @@ def served(stack_environ: dict[str, str], prefect_api: str) -> Iterator[subproce
     """``keyrotor serve`` in the background, as a newcomer runs it, until its deployments are registered."""
     from prefect.client.orchestration import get_client
 
-    from keyrotor.deployments.serve import NAMES
+    from keyrotor.deployments.table import NAMES
     from tests.helpers import stop_process
 
     env = {**stack_environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}

@@ -74,6 +74,8 @@ def up(
     for service in stack.services.values():
         state = "already running" if service.name in kept else "started"
         typer.echo(f"  {service.name:<8} {state:<16} {service.url}  (pid {service.pid})")
+    for note in stack.notes:
+        typer.echo(f"Note: {note}", err=True)
     typer.echo(f'\n# Point clients at the stack with: eval "$(keyrotor stack env --dir {stack_dir})"')
     typer.echo(export_lines(stack.env))
     typer.echo(f"\nLogs: {stack.stack_dir / 'logs'}")
@@ -83,9 +85,17 @@ def up(
 
 
 @stack_app.command()
-def down(stack_dir: DirOption = Path(".stack")) -> None:
+def down(
+    stack_dir: DirOption = Path(".stack"),
+    purge: Annotated[
+        bool,
+        typer.Option(
+            "--purge", help="Also delete Prefect's PostgreSQL data kept outside --dir (root, private folders)."
+        ),
+    ] = False,
+) -> None:
     """Stop every service recorded in --dir and remove its stack.json."""
-    stopped = stop_stack(stack_dir)
+    stopped = stop_stack(stack_dir, purge=purge)
     typer.echo(f"Stopped {', '.join(stopped)}." if stopped else f"Nothing was running in {stack_dir}.")
 
 

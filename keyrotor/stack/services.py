@@ -76,12 +76,14 @@ class Service:
         pid: Process id, which is also the process group id.
         port: The loopback port it listens on.
         log: Its log file.
+        data: PostgreSQL's cluster folder (None for the other services).
     """
 
     name: str
     pid: int
     port: int
     log: Path
+    data: Path | None = None
 
     @property
     def url(self) -> str:
@@ -139,6 +141,7 @@ class LocalStack:
     stack_dir: Path
     vault_token: str
     services: dict[str, Service]
+    notes: tuple[str, ...] = ()
 
     @classmethod
     def start(
@@ -164,7 +167,8 @@ class LocalStack:
             timeout: Seconds each new service may take to become healthy.
 
         Returns:
-            The handle on all services running for ``stack_dir``.
+            The handle on all services running for ``stack_dir``; its ``notes`` say, one line each, what an
+            operator must know: a fallback to SQLite, a service that came back on another port.
 
         Raises:
             StackError: A service name is unknown, a port is taken, ``bao`` is missing, or a
@@ -175,8 +179,10 @@ class LocalStack:
             raise StackError(f"unknown services {sorted(unknown)}; choose from {SERVICE_NAMES}")
         stack_dir = stack_dir.resolve()
         (stack_dir / "logs").mkdir(parents=True, exist_ok=True)
+        recorded = read_stack(stack_dir)
         running = load_running(stack_dir)
         kept = dict(running.services) if running else {}
+        notes: list[str] = []
         token = running.vault_token if running and "vault" in kept else vault_token
         stack = cls(stack_dir, token, kept)
         wanted = (set(services) - {"postgres"}) | (
@@ -187,11 +193,20 @@ class LocalStack:
         try:
             for name in to_start:
                 database = stack.services.get("postgres")
+                before = recorded.services.get(name) if recorded else None
+                port = _port_for(name, getattr(ports, name), before)
                 try:
-                    launched.append(_launch(stack_dir, name, getattr(ports, name), token, database))
+                    launched.append(_launch(stack_dir, name, port, token, database))
                 except postgres.PostgresUnavailable as why:
-                    _note(stack_dir / "logs" / "prefect.log", f"PostgreSQL unavailable ({why}); Prefect uses SQLite")
+                    note = f"PostgreSQL cannot run here ({why}); the Prefect server uses SQLite instead"
+                    _note(stack_dir / "logs" / "prefect.log", note)
+                    notes.append(note)
                     continue
+                if before is not None and before.port != launched[-1].port and name != "postgres":
+                    notes.append(
+                        f"{name} was on port {before.port} and now listens on {launched[-1].port}: run "
+                        f'`eval "$(keyrotor stack env --dir {stack_dir})"` again and restart `keyrotor serve`'
+                    )
                 stack = cls(stack_dir, token, {**stack.services, name: launched[-1]})
                 _write_state(stack)
                 if name == "postgres":  # Prefect's server needs its database up when it starts
@@ -201,7 +216,7 @@ class LocalStack:
         except BaseException:
             cls(stack_dir, token, {s.name: s for s in launched}).stop()
             raise
-        return stack
+        return cls(stack_dir, token, stack.services, tuple(notes))
 
     @property
     def env(self) -> dict[str, str]:
@@ -213,14 +228,22 @@ class LocalStack:
             vault_token=self.vault_token,
         )
 
-    def stop(self) -> list[str]:
+    def stop(self, purge: bool = False) -> list[str]:
         """Stop this handle's services and drop them from ``stack.json``.
+
+        Args:
+            purge: Also remove a PostgreSQL cluster that lives outside the stack folder (see
+                :mod:`keyrotor.stack.postgres`); one inside it goes with the folder.
 
         Returns:
             Names of the services that were still running and have been stopped.
         """
         # Reverse start order: Prefect lets go of its database before PostgreSQL stops.
         stopped = [service.name for service in reversed(self.services.values()) if _stop_service(service)]
+        if purge:
+            for service in self.services.values():
+                if service.data is not None and postgres.is_relocated(service.data, self.stack_dir):
+                    shutil.rmtree(service.data, ignore_errors=True)
         recorded = read_stack(self.stack_dir)
         if recorded is not None:
             remaining = {n: s for n, s in recorded.services.items() if n not in self.services}
@@ -237,8 +260,8 @@ class LocalStack:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Stop the services."""
-        self.stop()
+        """Stop the services and purge what they left outside the stack folder."""
+        self.stop(purge=True)
 
     def _port(self, name: str) -> int | None:
         """Port of a service of this handle, or None when it is not part of it."""
@@ -301,7 +324,13 @@ def read_stack(stack_dir: Path) -> LocalStack | None:
         return None
     state = json.loads(state_file.read_text())
     services = {
-        name: Service(name=name, pid=int(entry["pid"]), port=int(entry["port"]), log=Path(entry["log"]))
+        name: Service(
+            name=name,
+            pid=int(entry["pid"]),
+            port=int(entry["port"]),
+            log=Path(entry["log"]),
+            data=Path(entry["data"]) if entry.get("data") else None,
+        )
         for name, entry in state["services"].items()
     }
     return LocalStack(stack_dir.resolve(), str(state["vault_token"]), services)
@@ -323,17 +352,18 @@ def load_running(stack_dir: Path) -> LocalStack | None:
     return LocalStack(recorded.stack_dir, recorded.vault_token, running) if running else None
 
 
-def stop_stack(stack_dir: Path) -> list[str]:
+def stop_stack(stack_dir: Path, purge: bool = False) -> list[str]:
     """Stop every service recorded in ``stack_dir/stack.json`` and remove the file.
 
     Args:
         stack_dir: The stack directory.
+        purge: Also remove a PostgreSQL cluster kept outside the stack folder.
 
     Returns:
         Names of the services that were still running and have been stopped.
     """
     recorded = read_stack(stack_dir)
-    return recorded.stop() if recorded else []
+    return recorded.stop(purge=purge) if recorded else []
 
 
 def find_bao() -> str:
@@ -407,11 +437,12 @@ def _launch(stack_dir: Path, name: str, port: int, vault_token: str, database: S
         raise StackError(f"port {port} for {name} is in use; pick another port, or 0 for a free one")
     log = stack_dir / "logs" / f"{name}.log"
     _note(log, f"starting {name}")
-    cwd, owner = stack_dir, {}
+    cwd, owner, data = stack_dir, {}, None
     if name == "postgres":
-        cwd, owner = stack_dir / "postgres", postgres.run_as()
-        postgres.init_cluster(cwd, log)
-        command = postgres.server_command(cwd, LOOPBACK, port)
+        data = postgres.data_dir(stack_dir)
+        cwd, owner = data, postgres.run_as()
+        postgres.init_cluster(data, log)
+        command = postgres.server_command(data, LOOPBACK, port)
     else:
         command = _command(name, port, vault_token)
     with log.open("ab") as log_file:
@@ -431,7 +462,20 @@ def _launch(stack_dir: Path, name: str, port: int, vault_token: str, database: S
                 raise postgres.PostgresUnavailable(str(error)) from error
             raise
     _children[process.pid] = process
-    return Service(name=name, pid=process.pid, port=port, log=log)
+    return Service(name=name, pid=process.pid, port=port, log=log, data=data)
+
+
+def _port_for(name: str, requested: int, before: Service | None) -> int:
+    """The port to start ``name`` on: the one asked for; when any port will do (0), the one it had before, if
+    that is free, so clients and ``keyrotor serve`` pointed at it keep working after a restart."""
+    if requested != 0 or before is None or name == "postgres":
+        return requested
+    deadline = time.monotonic() + 2  # a process that just died may hold its socket for a moment
+    while _port_taken(before.port):
+        if time.monotonic() > deadline:
+            return requested
+        time.sleep(_POLL_SECONDS)
+    return before.port
 
 
 def _note(log: Path, message: str) -> None:
@@ -516,7 +560,9 @@ def _write_state(stack: LocalStack) -> None:
     state = {
         "vault_token": stack.vault_token,
         "services": {
-            s.name: {"pid": s.pid, "port": s.port, "log": str(s.log), "url": s.url} for s in stack.services.values()
+            s.name: {"pid": s.pid, "port": s.port, "log": str(s.log), "url": s.url}
+            | ({"data": str(s.data)} if s.data else {})
+            for s in stack.services.values()
         },
     }
     partial = state_file.with_suffix(".json.tmp")

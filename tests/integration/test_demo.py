@@ -42,3 +42,5 @@ def test_demo_rotates_the_demo_users_with_zero_application_errors() -> None:
     assert "demo passed" in out and "what happened" in out
     assert out.count("completed") >= 2 and "refused" in out
     assert "/runs" in out  # where to look in the Prefect UI
+    everything = result.stdout + result.stderr
+    assert "Traceback" not in everything, everything[-5000:]  # the refusal is expected: one line, not a traceback

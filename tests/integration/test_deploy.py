@@ -11,7 +11,7 @@ from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from keyrotor.deployments.serve import NAMES, REMEDIATE_CRON, SWEEP_CRON
+from keyrotor.deployments.table import NAMES, REMEDIATE, SWEEP
 from keyrotor.stack.services import LocalStack, StackPorts
 from tests.conftest import OUTPUT, ROOT
 from tests.helpers import stop_process
@@ -37,8 +37,9 @@ def test_prefect_deploy_all_runs_a_rotation_on_a_process_worker(iam, connections
                     deployments = {d.name: d for d in client.read_deployments()}
                 assert set(deployments) == set(NAMES)
                 assert all(d.work_pool_name == "keyrotor" for d in deployments.values())
-                assert [s.schedule.cron for s in deployments["finish-due-deletions"].schedules] == [SWEEP_CRON]
-                assert [s.schedule.cron for s in deployments["audit-and-remediate"].schedules] == [REMEDIATE_CRON]
+                sweep = [s.schedule for s in deployments[SWEEP.name].schedules]
+                assert [(s.interval, s.anchor_date) for s in sweep] == [(SWEEP.interval, SWEEP.anchor)]  # type: ignore[union-attr]
+                assert [s.schedule.cron for s in deployments[REMEDIATE.name].schedules] == [REMEDIATE.cron]  # type: ignore[union-attr]
 
                 user = user_factory("deployed")
                 old = active_keys(iam, user)[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 import pytest
@@ -22,7 +22,7 @@ def test_old_key_is_deleted_by_a_scheduled_run_after_the_grace_period(
 ) -> None:
     user = user_factory("grace")
     old = active_keys(iam, user)[0]
-    result = keyrotor_cli(stack_environ, "rotate", user, "--grace-period", "25s", "--json")
+    result = keyrotor_cli(stack_environ, "rotate", user, "--grace-period", "40s", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["phase"] == "deactivated" and report["deletion_run_id"]
@@ -79,3 +79,27 @@ def test_the_sweep_finishes_a_due_deletion_whose_scheduled_run_was_lost(
     report = finish_due_deletions()
     assert user in report["finished"] and user not in report["failed"]
     assert_rotated(iam, connections, user, old)
+
+
+def test_a_deletion_run_that_starts_a_little_early_waits_instead_of_failing(
+    iam, connections, user_factory, stack_environ, served, prefect_api
+) -> None:
+    from prefect.deployments import run_deployment
+
+    user = user_factory("early")
+    old = active_keys(iam, user)[0]
+    result = keyrotor_cli(stack_environ, "rotate", user, "--grace-period", "20s", "--json")
+    assert result.returncode == 0, result.stderr
+    delete_after = datetime.fromisoformat(json.loads(result.stdout)["delete_after"])
+    early = run_deployment(
+        "delete-old-key/delete-old-key",
+        parameters={"user_name": user},
+        scheduled_time=delete_after - timedelta(seconds=3),  # a runner starts it up to its prefetch (10 s) earlier
+        timeout=120,
+        poll_interval=1,
+    )
+    assert early.state is not None and early.state.is_completed(), early.state
+    assert old not in all_keys(iam, user)
+    state = connections.records(user).load_state()
+    assert state.phase is Phase.COMPLETED and state.completed_at >= state.delete_after
+    assert early.name == f"delete old key of {user}"

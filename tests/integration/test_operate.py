@@ -17,7 +17,7 @@ from prefect.flow_runs import resume_flow_run
 
 from keyrotor.apps import SimulatedApp
 from keyrotor.model import Phase
-from keyrotor.tasks.pause import suspend_run
+from keyrotor.prefect_api import suspend_run
 from tests.helpers import keyrotor_cli
 from tests.integration.test_rotate import active_keys, all_keys, assert_rotated
 
@@ -243,3 +243,71 @@ def test_rollback_after_the_old_key_was_deleted_is_refused(iam, connections, use
     assert "impossible" in result.stderr and old in result.stderr and "deleted at" in result.stderr
     assert all_keys(iam, user) == keys
     assert connections.records(user).kv.current_version(connections.records(user).paths.secret) == versions
+
+
+def test_rollback_while_a_run_works_on_the_rotation_says_at_once_to_pause_it_first(
+    iam, connections, user_factory, stack_environ
+) -> None:
+    from tests.helpers import keyrotor_popen, stop_process
+
+    user = user_factory("rb-live")
+    records = connections.records(user)
+    running = keyrotor_popen(stack_environ, "rotate", user, "--quiet-period", "60s", "--max-wait", "120s")
+    try:
+        wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.PUBLISHED, "the wait")
+        started = time.monotonic()
+        refused = keyrotor_cli(stack_environ, "rollback", user)
+        took = time.monotonic() - started
+        assert refused.returncode == 4, refused.stderr
+        text = " ".join(refused.stderr.split())
+        assert "pause it first" in text and f"keyrotor pause {user}" in text and "Ctrl-C" in text, text
+        assert took < 20, f"answered after {took:.0f}s; the live lease says so at once"
+        assert records.load_state().phase is Phase.PUBLISHED and records.load_state().rollback_started_at is None
+    finally:
+        stop_process(running)
+
+
+def test_status_says_what_a_paused_and_a_rolled_back_rotation_do_and_the_command_that_moves_them(
+    iam, connections, user_factory, stack_environ, served
+) -> None:
+    user = user_factory("status")
+    old = active_keys(iam, user)[0]
+    records = connections.records(user)
+    run_id = schedule_rotation(user, quiet_period="60s", max_wait="120s")
+    wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.PUBLISHED, "the wait")
+    assert keyrotor_cli(stack_environ, "pause", user).returncode == 0
+    wait_for(lambda: records.load_state().paused_run_id == run_id, "the durable pause")
+    paused = json.loads(keyrotor_cli(stack_environ, "status", user, "--json").stdout)["outlook"]
+    assert paused["doing"].startswith("paused since") and paused["waiting_for"] == "an operator to resume it"
+    assert paused["command"] == f"keyrotor resume {user}" and paused["needs_person"]
+    text = keyrotor_cli({**stack_environ, "COLUMNS": "250"}, "status", user).stdout
+    assert "paused since" in text and f"next: keyrotor resume {user}" in text
+
+    rollback_and_check(iam, connections, stack_environ, user, old)
+    rolled = json.loads(keyrotor_cli(stack_environ, "status", user, "--json").stdout)["outlook"]
+    assert rolled["doing"].startswith("rolled back at") and f"old key {old} is active" in rolled["doing"]
+    assert "continue from phase" not in json.dumps(rolled) and rolled["command"].startswith(f"keyrotor rotate {user}")
+
+
+def test_pause_with_the_prefect_server_down_names_it_and_exits_9(connections, user_factory, stack_environ) -> None:
+    from keyrotor.model import RotationState
+
+    user = user_factory("nopref")
+    waiting = RotationState(
+        "nopref01",
+        user,
+        connections.account_id,
+        Phase.PUBLISHED,
+        {"quiet_period": 60, "poll_interval": 1, "max_wait": 600, "grace_period": 0},
+        datetime.now(UTC),
+        "test",
+        last_flow_run_id="0e6e2a3c-5b7e-4d7a-9a51-8e5f0e8f2c11",
+    )
+    connections.records(user).save_state(waiting, "test")
+    down = {**stack_environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    for command in ("pause", "resume"):
+        result = keyrotor_cli(down, command, user)
+        assert result.returncode == 9, (command, result.stderr)
+        text = " ".join(result.stderr.split())
+        assert "Prefect server at http://127.0.0.1:9/api" in text and "PREFECT_API_URL" in text, text
+        assert "Traceback" not in result.stderr

@@ -149,7 +149,10 @@ def test_nonexistent_user_is_refused(stack_environ) -> None:
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ({"VAULT_ADDR": "http://127.0.0.1:9"}, "unreachable"),
+        (
+            {"VAULT_ADDR": "http://127.0.0.1:9"},
+            "Vault at http://127.0.0.1:9 is unreachable (connection refused); check VAULT_ADDR",
+        ),
         ({"VAULT_TOKEN": "not-the-token"}, "denied"),
         ({"KEYROTOR_VAULT_MOUNT": "no-such-mount"}, "no KV mount"),
     ],
@@ -160,7 +163,8 @@ def test_vault_problems_fail_clearly_and_change_nothing(iam, user_factory, stack
     before = all_keys(iam, user)
     result = keyrotor_cli({**stack_environ, **override}, "rotate", user)
     assert result.returncode == 7, result.stderr
-    assert expected in result.stderr
+    assert expected in " ".join(result.stderr.split())  # rich wraps long lines
+    assert "Traceback" not in result.stderr
     assert all_keys(iam, user) == before
 
 
@@ -216,3 +220,97 @@ def test_rotate_works_without_a_prefect_server_in_ephemeral_mode(
     assert "temporary server" in result.stderr
     assert (tmp_path / "prefect.db").is_file(), "Prefect's ephemeral database belongs in PREFECT_HOME"
     assert_rotated(iam, connections, user, old)
+
+
+@pytest.mark.parametrize("command", ["rotate", "status", "rollback", "finish", "pause", "resume"])
+@pytest.mark.parametrize("name", ["", "no/slash"])
+def test_impossible_user_names_are_bad_input_found_before_anything_is_called(stack_environ, command, name) -> None:
+    env = {**stack_environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "VAULT_ADDR": "http://127.0.0.1:9"}
+    result = keyrotor_cli(env, command, name)  # nothing reachable: any call would fail with another code
+    assert result.returncode == 2, result.stderr
+    assert "not a valid IAM user name" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_quiet_period_that_cannot_be_safe_is_refused_unless_accepted(
+    iam, connections, user_factory, stack_environ
+) -> None:
+    user = user_factory("quiet0")
+    before = all_keys(iam, user)
+    for value in ("0", "0s"):
+        refused = keyrotor_cli(stack_environ, "rotate", user, "--quiet-period", value)
+        assert refused.returncode == 2, refused.stderr
+        assert "--accept-unsafe-quiet-period" in refused.stderr and "Traceback" not in refused.stderr
+    assert all_keys(iam, user) == before and connections.records(user).load_state() is None
+
+    real_aws = {k: v for k, v in stack_environ.items() if k != "AWS_ENDPOINT_URL"}  # never reached: refused first
+    short = keyrotor_cli(real_aws, "rotate", user, "--quiet-period", "1h", "--max-wait", "2h")
+    assert short.returncode == 2 and "shorter than the 4h" in short.stderr, short.stderr
+
+    accepted = keyrotor_cli(stack_environ, "rotate", user, "--quiet-period", "0s", "--accept-unsafe-quiet-period")
+    assert accepted.returncode == 0, accepted.stderr
+    assert_rotated(iam, connections, user, list(before)[0])
+
+
+def test_two_rotations_without_a_prefect_server_at_once_one_rotates_the_other_refuses(
+    iam, connections, user_factory, stack_environ, tmp_path
+) -> None:
+    """Both start their own temporary Prefect server on one PREFECT_HOME: neither crashes, one rotates, the other
+    refuses with exit 4, and applications see one new key, not two."""
+    user = user_factory("together")
+    old = active_keys(iam, user)[0]
+    env = {k: v for k, v in stack_environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path)}
+    both = [keyrotor_popen(env, "rotate", user, "--json") for _ in range(2)]
+    ended = [(process.wait(timeout=300), *process.communicate()) for process in both]
+    codes = sorted(code for code, _, _ in ended)
+    errors = "\n---\n".join(err[-3000:] for _, _, err in ended)
+    assert codes == [0, 4], errors
+    assert "Traceback" not in errors
+    refusal = next(err for code, _, err in ended if code == 4)
+    assert "already running" in refusal or "was just rotated" in refusal, refusal
+    assert_rotated(iam, connections, user, old)
+    history = connections.records(user).state_history()
+    assert len({state.rotation_id for state in history}) == 1, "one rotation, not two"
+
+
+def test_a_rotation_right_after_a_rotation_is_refused_unless_forced(
+    iam, connections, user_factory, stack_environ
+) -> None:
+    user = user_factory("again")
+    old = active_keys(iam, user)[0]
+    assert keyrotor_cli(stack_environ, "rotate", user).returncode == 0
+    current = assert_rotated(iam, connections, user, old)
+    again = keyrotor_cli(stack_environ, "rotate", user)
+    assert again.returncode == 4, again.stderr
+    assert "was just rotated" in again.stderr and current in again.stderr and "--force" in again.stderr
+    assert active_keys(iam, user) == [current]
+    forced = keyrotor_cli(stack_environ, "rotate", user, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert_rotated(iam, connections, user, current)
+
+
+def test_a_rotation_is_named_after_its_user_tagged_and_has_an_artifact(
+    iam, connections, user_factory, stack_environ, prefect_api
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactCollectionFilter,
+        ArtifactCollectionFilterKey,
+        FlowRunFilter,
+        FlowRunFilterTags,
+    )
+
+    from keyrotor.tasks.report import artifact_key
+
+    user = user_factory("named")
+    assert keyrotor_cli(stack_environ, "rotate", user).returncode == 0
+    key = artifact_key(user, connections.account_id)
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"user:{user}"])))
+        latest = client.read_latest_artifacts(
+            artifact_filter=ArtifactCollectionFilter(key=ArtifactCollectionFilterKey(any_=[key]))
+        )
+    assert [run.name for run in runs] == [f"rotate {user}"]
+    assert "keyrotor" in runs[0].tags
+    assert latest, f"no artifact {key}"
+    markdown = str(latest[0].data)
+    assert "completed" in markdown and user in markdown and "deactivated" in markdown

@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from keyrotor.deployments.serve import NAMES
+from keyrotor.deployments.table import NAMES
 from keyrotor.model import Phase
-from keyrotor.tasks.pause import suspend_run
+from keyrotor.prefect_api import suspend_run
 from tests.conftest import OUTPUT
 from tests.integration.test_operate import processes_of, run_state, schedule_rotation, wait_for
 from tests.integration.test_rotate import active_keys, assert_rotated
@@ -44,9 +44,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 DEPLOYMENTS = list(NAMES)
-# The UI renders finish-due-deletions' cron "17 * * * *" as "At 17 minutes past the hour every day" (cronstrue);
-# the raw cron is accepted too, in case a later UI shows it.
-SWEEP_SCHEDULE = re.compile(r"17 minutes past the hour|17 \* \* \* \*")
+# finish-due-deletions runs hourly: an interval schedule, which the UI's list shows as "Hourly". (Its cron form,
+# "At 17 minutes past the hour every day", did not fit the column below 1920 pixels and showed as "+1".)
+SWEEP_SCHEDULE = re.compile(r"Hourly|Every hour")
 UI_TIMEOUT_MS = 30_000
 INSTALL_HINT = (
     "install it with `make install` (or: `bash scripts/install-browser.sh` for Debian's chromium and "
@@ -82,7 +82,7 @@ def ui_page(browser_installed: None, stack_environ: dict[str, str], tmp_path: Pa
                 executable_path=str(CHROMIUM),
                 headless=True,
                 args=CHROMIUM_ARGS,
-                viewport={"width": 1920, "height": 1080},  # narrower, the schedules column collapses to "+1"
+                viewport={"width": 1366, "height": 768},  # a common laptop screen
             )
         except Exception as error:  # noqa: BLE001 - any launch failure means the browser is not usable
             pytest.fail(f"could not start {CHROMIUM} with playwright: {error}\n{INSTALL_HINT}")
@@ -132,6 +132,9 @@ def test_deployments_visible_and_paused_rotation_resumed_by_click(  # type: igno
             expect(row).to_be_visible()
         sweep = page.get_by_role("row").filter(has=page.get_by_role("link", name="finish-due-deletions", exact=True))
         expect(sweep, "finish-due-deletions shows its hourly schedule").to_contain_text(SWEEP_SCHEDULE)
+        for scheduled in ("finish-due-deletions", "audit-and-remediate"):
+            row = page.get_by_role("row").filter(has=page.get_by_role("link", name=scheduled, exact=True))
+            expect(row, f"{scheduled}'s schedule is shown whole, not collapsed to +1").not_to_contain_text("+1")
         screenshot(page, "ui-deployments.png")
 
         # (b) A rotation scheduled as the UI's "Run" does, suspended during its wait as the UI's "Pause" does.

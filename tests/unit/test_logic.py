@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from keyrotor.errors import PreconditionFailed
-from keyrotor.logic import LeaseVerdict, Quiet, check_quiet, judge_lease, next_step, orphan_keys, plan_slots
+from keyrotor.logic import LeaseVerdict, Quiet, check_quiet, judge_lease, orphan_keys, plan_slots
 from keyrotor.model import AccessKey, KeyStatus, LastUsed, Phase, RotationState
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -138,17 +138,3 @@ def test_state_round_trips_through_its_record() -> None:
         version=4,
     )
     assert RotationState.from_record(original.to_record(), 4) == original
-
-
-@pytest.mark.parametrize(
-    ("current", "expected"),
-    [
-        (None, "no rotation recorded"),
-        (state(phase=Phase.COMPLETED), "completed"),
-        (state(phase=Phase.DEACTIVATED, delete_after=T0 + timedelta(days=1)), "delete the old key at 2026-01-02"),
-        (state(phase=Phase.PUBLISHED, halted="old key in use"), "stopped: old key in use"),
-        (state(phase=Phase.CREATED), "continue from phase 'created'"),
-    ],
-)
-def test_next_step(current, expected) -> None:
-    assert expected in next_step(current, T0)

@@ -11,7 +11,7 @@ from prefect.logging import disable_run_logger
 from keyrotor.context import RotationContext
 from keyrotor.errors import PreconditionFailed, RotationConflict, VerificationFailed
 from keyrotor.model import KeyStatus, Phase, RotationState, utcnow
-from keyrotor.records import RotationRecords, UserPaths
+from keyrotor.records import RotationRecords, UserPaths, WaitingIndex
 from keyrotor.settings import Settings, Timings
 from keyrotor.tasks.keys import create_new_key, deactivate_old_key, delete_old_key, verify_new_key
 from keyrotor.tasks.lease import Lease
@@ -28,7 +28,8 @@ def _no_run_logger() -> Iterator[None]:
 def context(iam: FakeIam, kv: FakeKV, user: str = "alice") -> RotationContext:
     paths = UserPaths.build("aws/{account_id}/{user_name}", "keyrotor/{account_id}/{user_name}", "123", user)
     settings = Settings(verify_timeout=timedelta(seconds=0.3), vault_token=None)
-    return RotationContext(user, "123", iam, RotationRecords(kv, paths), settings, actor="test")  # type: ignore[arg-type]
+    waiting = WaitingIndex(kv, settings.waiting_path)  # type: ignore[arg-type]
+    return RotationContext(user, "123", iam, RotationRecords(kv, paths), waiting, settings, actor="test")  # type: ignore[arg-type]
 
 
 def started(ctx: RotationContext, old_key_id: str | None) -> RotationState:

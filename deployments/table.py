@@ -1,0 +1,97 @@
+"""keyrotor's deployments, in one table: what ``keyrotor serve`` serves, what ``prefect.yaml`` declares (a test keeps
+the two equal), and every lookup of a deployment by name.
+
+Schedules are written so the Prefect UI's deployment list can show them whole: "Every hour" fits its column where
+"At 17 minutes past the hour every day" collapses to "+1".
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prefect import Flow
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One deployment: its flow (``flows/<module>.py:<function>``), what it is for, and its schedule."""
+
+    name: str
+    entrypoint: str
+    description: str
+    cron: str | None = None
+    interval: timedelta | None = None
+    anchor: datetime | None = None
+    tags: tuple[str, ...] = ("keyrotor",)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def full_name(self) -> str:
+        """``<flow name>/<deployment name>``, as ``run_deployment`` and the API name it (they are equal here)."""
+        return f"{self.name}/{self.name}"
+
+    def flow(self) -> Flow[..., Any]:
+        """The flow function, imported from the entrypoint (``flows/x.py`` installs as ``keyrotor.flows.x``)."""
+        path, _, attribute = self.entrypoint.partition(":")
+        module = importlib.import_module("keyrotor." + path.removesuffix(".py").replace("/", "."))
+        flow: Flow[..., Any] = getattr(module, attribute)
+        return flow
+
+
+ROTATE = Deployment(
+    "rotate-access-key",
+    "flows/rotate.py:rotate_access_key",
+    "Rotate one IAM user's access key: create, verify, publish to Vault, wait for quiet, deactivate, delete later.",
+)
+DELETE = Deployment(
+    "delete-old-key",
+    "flows/delete_old_key.py:delete_old_key_after_grace",
+    "Delete a rotation's deactivated old key once its grace period is over (scheduled by rotations).",
+)
+ROLLBACK = Deployment(
+    "rollback-rotation",
+    "flows/rollback.py:rollback_rotation",
+    "Return a user to the old key: reactivate it, restore the previous secret in Vault, deactivate the new key.",
+)
+SWEEP = Deployment(
+    "finish-due-deletions",
+    "flows/finish_due.py:finish_due_deletions",
+    "Hourly safety net (at :17): delete every old key whose grace period is over, from Vault's records.",
+    interval=timedelta(hours=1),
+    anchor=datetime(2026, 1, 1, 0, 17, tzinfo=UTC),
+)
+RETIRE = Deployment(
+    "retire-access-key",
+    "flows/retire.py:retire_access_key",
+    "Retire one key of a user without creating another (remediation of two active keys or an unused key).",
+)
+REMEDIATE = Deployment(
+    "audit-and-remediate",
+    "flows/remediate.py:audit_and_remediate",
+    "Daily: audit the account against the access-key rules and remedy every flagged user.",
+    cron="0 6 * * *",
+)
+
+WAKE = Deployment(
+    "wake-rotations",
+    "flows/wake.py:wake_rotations",
+    "For workers: check parked rotations when due and resume those whose old key went quiet (keyrotor serve "
+    "does this itself). Each run stays 10 minutes; one at a time is active.",
+    interval=timedelta(minutes=10),
+)
+PAUSE = Deployment(
+    "pause-rotation",
+    "flows/pause.py:pause_rotation_flow",
+    "Pause a user's rotation in any phase, also while it waits; resume it with Resume on its run.",
+)
+
+ALL: tuple[Deployment, ...] = (ROTATE, DELETE, ROLLBACK, SWEEP, RETIRE, REMEDIATE, WAKE, PAUSE)
+NAMES: tuple[str, ...] = tuple(deployment.name for deployment in ALL)
+
+
+def by_name(name: str) -> Deployment:
+    """The deployment called ``name``."""
+    return next(deployment for deployment in ALL if deployment.name == name)

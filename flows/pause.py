@@ -1,0 +1,26 @@
+"""``pause-rotation``: pause a user's rotation from the Prefect UI, in any phase (the UI's own Pause is offered only
+while a run is Running, and expires; a rotation that waits for its old key to go quiet is Suspended, not Running)."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.states import State
+
+from keyrotor.connect import Connections
+from keyrotor.errors import KeyrotorError
+from keyrotor.flows import refused
+from keyrotor.inputs import check_user_name
+from keyrotor.operate import pause_rotation
+
+
+@flow(name="pause-rotation", flow_run_name="pause {user_name}", persist_result=False)
+def pause_rotation_flow(user_name: str) -> str | State:
+    """Pause ``user_name``'s rotation until someone resumes it (the UI's Resume on its run, or
+    ``keyrotor resume USER``); returns the id of the paused flow run."""
+    try:
+        check_user_name(user_name)
+        run_id = pause_rotation(Connections.from_settings(), user_name)
+    except KeyrotorError as error:
+        return refused(error)
+    get_run_logger().info("Paused the rotation of %r (flow run %s): resume it on that run", user_name, run_id)
+    return run_id
