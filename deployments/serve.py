@@ -9,6 +9,7 @@ grace period) wait in Prefect's database. At most ``limit`` flow runs work at on
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from prefect import serve
@@ -22,7 +23,9 @@ from keyrotor.tasks.wake import start_waker_thread
 def build(deployment: Deployment) -> RunnerDeployment:
     """The runner deployment for one row of the table."""
     schedule = None
-    if deployment.cron:
+    if not deployment.scheduled_when_served:
+        pass
+    elif deployment.cron:
         schedule = Cron(deployment.cron)
     elif deployment.interval:
         schedule = Interval(deployment.interval, anchor_date=deployment.anchor)
@@ -42,6 +45,7 @@ def build_deployments() -> list[RunnerDeployment]:
 
 def serve_all(limit: int, wake: bool = True) -> None:
     """Serve the deployments until interrupted, at most ``limit`` flow runs at once, with the waker in a thread."""
+    _log_to_stderr()
     stop = threading.Event()
     waker = start_waker_thread(stop) if wake else None
     try:
@@ -50,3 +54,16 @@ def serve_all(limit: int, wake: bool = True) -> None:
         stop.set()
         if waker is not None:
             waker.join(timeout=10)
+
+
+def _log_to_stderr() -> None:
+    """The waker's lines beside the runner's, in the same format."""
+    logger = logging.getLogger("keyrotor")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s.%(msecs)03d | %(levelname)-7s | %(name)s - %(message)s", "%H:%M:%S")
+        )
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False

@@ -27,6 +27,7 @@ class Deployment:
     anchor: datetime | None = None
     tags: tuple[str, ...] = ("keyrotor",)
     extra: dict[str, Any] = field(default_factory=dict)
+    scheduled_when_served: bool = True  # False: `keyrotor serve` does the job itself (the waker thread)
 
     @property
     def full_name(self) -> str:
@@ -79,8 +80,9 @@ WAKE = Deployment(
     "wake-rotations",
     "flows/wake.py:wake_rotations",
     "For workers: check parked rotations when due and resume those whose old key went quiet (keyrotor serve "
-    "does this itself). Each run stays 10 minutes; one at a time is active.",
-    interval=timedelta(minutes=10),
+    "does this in a thread). Every minute, each run staying most of the minute; one waker is active at a time.",
+    interval=timedelta(minutes=1),
+    scheduled_when_served=False,
 )
 PAUSE = Deployment(
     "pause-rotation",

@@ -19,14 +19,16 @@ from prefect.runtime import flow_run
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from keyrotor.audit_settings import AuditSettings
+from keyrotor.flows.retire import retire_access_key
+from keyrotor.flows.rotate import rotate_access_key
 from keyrotor.remediation import Action, UserPlan
 from keyrotor.tasks.remediate import (
+    Remedies,
     audit_account_task,
     plan_remediation,
     publish_audit_and_plan,
     publish_outcome,
     remediate_user,
-    remedies_deployed,
 )
 
 T = TypeVar("T")
@@ -86,14 +88,14 @@ def remedy_users(
     rotation itself at fleet scale.
     """
     logger = get_run_logger()
-    actionable = [plan for plan in plans if plan.action not in (Action.NOTHING, Action.NEEDS_PERSON)]
+    waiting_ones = (Action.NOTHING, Action.NEEDS_PERSON, Action.IN_PROGRESS)
+    actionable = [plan for plan in plans if plan.action not in waiting_ones]
     outcomes = [
-        {"user": plan.user, "action": plan.action.value, "outcome": "unchanged", "reason": plan.reason}
-        | ({"outcome": "needs-a-person"} if plan.action is Action.NEEDS_PERSON else {})
+        {"user": plan.user, "action": plan.action.value, "outcome": _unacted(plan.action), "reason": plan.reason}
         for plan in plans
         if plan not in actionable
     ]
-    deployed = remedies_deployed()
+    remedies = Remedies(rotate_access_key, retire_access_key).with_deployments()
     counts: Counter[str] = Counter()
     with (
         tags("keyrotor-remediation", f"remediation:{flow_run.get_name()}"),
@@ -105,7 +107,7 @@ def remedy_users(
     ):
         futures = [
             pool.submit(
-                contextvars.copy_context().run, _as_own_run, remediate_user, plan, timings, unused_days, deployed
+                contextvars.copy_context().run, _as_own_run, remediate_user, plan, timings, unused_days, remedies
             )
             for plan in actionable
         ]
@@ -118,6 +120,10 @@ def remedy_users(
             progress = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
             logger.info("Progress %d/%d: %s", done, len(futures), progress)
     return sorted(outcomes, key=lambda outcome: outcome["user"])
+
+
+def _unacted(action: Action) -> str:
+    return {Action.NEEDS_PERSON: "needs-a-person", Action.IN_PROGRESS: "in-progress"}.get(action, "unchanged")
 
 
 def _as_own_run(function: Callable[..., T], *args: Any) -> T:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -62,6 +63,13 @@ def _fail(error: KeyrotorError, as_json: bool) -> None:
     raise typer.Exit(error.exit_code)
 
 
+LOCAL = (
+    "Run the rotation in this process even if a Prefect server serves the deployments (it then waits here, polling, "
+    "until the old key is quiet)."
+)
+WAIT = "With a served deployment: follow the rotation to its end instead of returning once the new key is published."
+
+
 @app.command()
 def rotate(
     user: Annotated[str, typer.Argument(help="The IAM user whose access key to rotate.")],
@@ -72,47 +80,110 @@ def rotate(
     require_approval: Annotated[bool, typer.Option(help=APPROVAL)] = False,
     accept_unsafe_quiet_period: Annotated[bool, typer.Option(help=UNSAFE)] = False,
     force: Annotated[bool, typer.Option(help=FORCE)] = False,
+    local: Annotated[bool, typer.Option("--local", help=LOCAL)] = False,
+    wait: Annotated[bool, typer.Option("--wait", help=WAIT)] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
 ) -> None:
-    """Rotate USER's access key end to end, or continue the rotation in progress.
+    """Rotate USER's access key, or continue the rotation in progress.
 
-    Exit status: 0 when the old key is deleted, or deactivated with its deletion scheduled; 2 bad input;
-    3 precondition failed (no such user, two active keys...); 4 another run holds the rotation, or it was
-    just rotated; 5 the new key never verified; 6 the old key was still in use at max-wait (both keys left
-    active); 7 Vault error; 8 AWS error; 9 Prefect server unreachable.
+    Against a Prefect server whose rotate-access-key deployment is served (`keyrotor serve`, or a worker), the
+    rotation runs there: this command returns once the new key is published, printing what happens next and when
+    (`--wait` follows it to the end); while the old key is still in use the rotation holds no process. Without one
+    (no PREFECT_API_URL, or --local) it runs in this process, which stays until the rotation ends.
+
+    Exit status: 0 the new key is published and the rotation waits for the old key to go quiet (on a server), or
+    the old key is deleted, or deactivated with its deletion scheduled; 2 bad input; 3 precondition failed (no such
+    user, two active keys...); 4 another run holds the rotation, or it was just rotated; 5 the new key never
+    verified; 6 the old key was still in use at max-wait (both keys left active); 7 Vault error; 8 AWS error;
+    9 Prefect server unreachable, or nothing runs its deployments.
     """
-    from keyrotor.inputs import check_quiet_period, check_user_name
+    from keyrotor.inputs import check_quiet_period, check_user_name, resolve_timings
     from keyrotor.settings import Settings
 
+    parameters: dict[str, Any] = {
+        "user_name": user,
+        "quiet_period": quiet_period,
+        "poll_interval": poll_interval,
+        "max_wait": max_wait,
+        "grace_period": grace_period,
+        "require_approval": require_approval,
+        "accept_unsafe_quiet_period": accept_unsafe_quiet_period,
+        "force": force,
+    }
     try:
-        from keyrotor.inputs import resolve_timings
-
         check_user_name(user)
         settings = Settings()
         timings = resolve_timings(settings, quiet_period, poll_interval, max_wait, grace_period)
         accepted = accept_unsafe_quiet_period or settings.accept_unsafe_quiet_period
         check_quiet_period(timings.quiet_period, real_aws=settings.real_aws, accepted=accepted)
+        _start_prefect()
+        from keyrotor.deployments.table import ROTATE
+        from keyrotor.prefect_api import served, server_name
+
+        if not local and served(ROTATE.full_name):
+            _rotate_on_server(user, parameters, wait, as_json)
+            return
+        if not local and settings_api_url():
+            err.print(
+                f"No runner serves {ROTATE.name} on {server_name()}: rotating in this process, which stays until the "
+                f"old key has been unused for {timings.quiet_period} (at most {timings.max_wait}). Start "
+                "`keyrotor serve` to let rotations wait without a process.",
+                highlight=False,
+            )
         from prefect import tags
 
         from keyrotor.flows.rotate import rotate_access_key
         from keyrotor.tasks.report import user_tags
 
-        _start_prefect()
         with tags("keyrotor", *user_tags(user)):
-            report = rotate_access_key(
-                user_name=user,
-                quiet_period=quiet_period,
-                poll_interval=poll_interval,
-                max_wait=max_wait,
-                grace_period=grace_period,
-                require_approval=require_approval,
-                accept_unsafe_quiet_period=accept_unsafe_quiet_period,
-                force=force,
-            )
+            report = rotate_access_key(**parameters)
     except KeyrotorError as error:
         _fail(error, as_json)
         return
     _print_report(report, as_json)
+
+
+def settings_api_url() -> str | None:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+def _rotate_on_server(user: str, parameters: dict[str, Any], to_the_end: bool, as_json: bool) -> None:
+    """Start the rotation as a run of the served deployment, follow it, and print where it stands."""
+    from keyrotor.connect import Connections
+    from keyrotor.deployments.table import ROTATE
+    from keyrotor.follow import follow
+    from keyrotor.model import utcnow
+    from keyrotor.outlook import outlook
+    from keyrotor.prefect_api import start_run
+    from keyrotor.tasks.report import user_tags
+
+    connections = Connections.from_settings()
+    run = start_run(ROTATE.full_name, parameters, ["keyrotor", *user_tags(user, connections.account_id)])
+    api = settings_api_url() or ""
+    err.print(f"Started flow run {run.name} ({api.removesuffix('/api')}/runs/flow-run/{run.id})", highlight=False)
+    followed = follow(
+        connections, user, str(run.id), to_the_end=to_the_end, progress=lambda line: err.print(f"  {line}")
+    )
+    state = followed.state
+    parked = connections.waiting.read(connections.account_id, user)
+    next_check = parked.next_check_at if parked is not None and followed.stopped_because == "parked" else None
+    view = outlook(state, user, utcnow(), next_check_at=next_check)
+    report = (state.report() if state else {"phase": None}) | {"flow_run_id": str(run.id), "outlook": view.to_json()}
+    if as_json:
+        print(json.dumps(report, default=str))
+    else:
+        if state is not None:
+            _print_rotation(report)
+        out.print(f"doing: {view.doing}", highlight=False)
+        out.print(f"waiting for: {view.waiting_for}", highlight=False)
+        if view.command:
+            out.print(f"next: {view.command}", highlight=False)
+    if state is None or (
+        followed.stopped_because == "ended" and state.phase not in (Phase.COMPLETED, Phase.DEACTIVATED)
+    ):
+        raise typer.Exit(1)
 
 
 def _start_prefect() -> None:
@@ -252,6 +323,9 @@ def remediate(
     max_wait: Annotated[str | None, typer.Option(help=MAX_WAIT)] = None,
     grace_period: Annotated[str | None, typer.Option(help=GRACE)] = None,
     accept_unsafe_quiet_period: Annotated[bool, typer.Option(help=UNSAFE)] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="With served deployments: follow the remedies until each has ended.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
 ) -> None:
     """Audit the account and remedy every flagged user, printing the plan before anything changes.
@@ -259,8 +333,13 @@ def remediate(
     Old key: rotate it. Two active keys: keep the one in Vault (else the one used most recently) and retire the
     other through the quiet wait, deactivation and grace-period deletion; both in recent use and neither in Vault:
     "needs a person", nothing changes. Unused key: deactivate it after confirming it is still unused, delete it
-    after the grace period. Exempt users: nothing. Each user's remedy is its own Prefect flow run.
-    Exit status: 0 all done (or dry run), 1 some user failed or needs a person, 2+ errors as for rotate.
+    after the grace period. Exempt users, and users whose rotation is already in progress: nothing.
+
+    Each user's remedy is its own Prefect flow run. When the rotate-access-key and retire-access-key deployments
+    exist (`keyrotor serve`, or workers), the remedies are started there and this command returns at once (they
+    wait without holding a process; `keyrotor fleet-status` follows them; `--wait` follows them here). Without
+    them, they run in this process, at most --max-concurrency at once, and the command returns when all have ended.
+    Exit status: 0 all started or done (or dry run), 1 some user failed or needs a person, 2+ errors as for rotate.
     """
     from keyrotor.audit_settings import AuditSettings
     from keyrotor.connect import Connections
@@ -271,6 +350,7 @@ def remediate(
 
     try:
         rotation_settings = Settings()
+        _start_prefect()
         timings = resolve_timings(rotation_settings, quiet_period, poll_interval, max_wait, grace_period)
         accepted = accept_unsafe_quiet_period or rotation_settings.accept_unsafe_quiet_period
         check_quiet_period(timings.quiet_period, real_aws=rotation_settings.real_aws, accepted=accepted)
@@ -305,6 +385,20 @@ def remediate(
         grace_period=grace_period,
         accept_unsafe_quiet_period=accept_unsafe_quiet_period,
     )
+    started = {
+        o["user"]: o["flow_run_id"] for o in report["outcomes"] if o["outcome"] in ("started", "already started")
+    }
+    if wait and started:
+        from keyrotor.follow import follow_fleet
+
+        finals = follow_fleet(Connections.from_settings(), started, progress=lambda line: err.print(f"  {line}"))
+        for outcome in report["outcomes"]:
+            if outcome["user"] in started:
+                state = finals.get(outcome["user"])
+                outcome["outcome"] = state.phase.value if state else "failed"
+                if state is not None and state.error:
+                    outcome["reason"] = state.error
+        report["summary"] = dict(Counter(o["outcome"] for o in report["outcomes"]))
     if as_json:
         print(json.dumps(report, default=str))
     else:
@@ -313,7 +407,9 @@ def remediate(
             table.add_row(outcome["user"], outcome["action"], outcome["outcome"], outcome.get("reason", ""))
         out.print(table)
         out.print(f"summary: {report['summary']}")
-    if any(o["outcome"] in ("failed", "needs-a-person") for o in report["outcomes"]):
+        if started and not wait:
+            out.print("The remedies run on the Prefect server; follow them with `keyrotor fleet-status`.")
+    if any(o["outcome"] in ("failed", "needs-a-person", "rejected") for o in report["outcomes"]):
         raise typer.Exit(1)
 
 
@@ -349,6 +445,39 @@ def serve(
     from keyrotor.settings import Settings
 
     serve_all(limit=limit or Settings().serve_limit, wake=wake)
+
+
+@app.command(name="fleet-status")
+def fleet_status(
+    user: Annotated[list[str] | None, typer.Option("--user", help="Only these users (globs; repeatable).")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Also list rotations that ended well.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
+) -> None:
+    """The progress of every rotation in the account, from Vault's records: counts per status, who waits on what
+    and until when, who needs a person, who failed and why. Read-only.
+    """
+    from keyrotor import fleet_status as fleet
+    from keyrotor.connect import Connections
+    from keyrotor.model import utcnow
+
+    try:
+        entries = fleet.gather(Connections.from_settings(), tuple(user or ()))
+    except KeyrotorError as error:
+        _fail(error, as_json)
+        return
+    totals = fleet.summary(entries)
+    if as_json:
+        print(json.dumps({"summary": totals, "rotations": [item.to_json() for item in entries]}, default=str))
+        return
+    counts = ", ".join(f"{n} {status}" for status, n in totals["counts"].items()) or "no rotations recorded"
+    out.print(f"{totals['users']} users at {utcnow().isoformat(timespec='seconds')}: {counts}", highlight=False)
+    table = Table("user", "status", "waiting for", "next", title="rotations")
+    for item in entries:
+        if show_all or not item.state.phase.terminal or item.view.needs_person or item.state.phase is Phase.FAILED:
+            table.add_row(item.user, item.status, item.view.waiting_for, item.view.command)
+    out.print(table)
+    if totals["needs_person"]:
+        out.print(f"need a person: {', '.join(totals['needs_person'])}", highlight=False)
 
 
 # `keyrotor audit` has its own module, which imports nothing heavy (no Prefect) when the command line starts.

@@ -1,19 +1,25 @@
-"""Named crash points for the crash-and-resume tests.
+"""Named crash and stall points for the crash-and-resume tests.
 
 ``KEYROTOR_FAILPOINT=after-create-key`` makes the process SIGKILL itself at that point, exactly as a lost
-machine would stop it: no ``finally``, no Prefect hook, no lease release runs. Unset (always, in production),
-a failpoint costs one environment lookup.
+machine would stop it: no ``finally``, no Prefect hook, no lease release runs. ``KEYROTOR_STALL=saved-verified:8``
+makes it sleep 8 s there instead, so a test can act on a run that is busy (the Prefect UI's Pause is offered only
+for running runs). Unset (always, in production), a failpoint costs two environment lookups.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 ENV = "KEYROTOR_FAILPOINT"
+STALL_ENV = "KEYROTOR_STALL"
 
 
 def failpoint(name: str) -> None:
-    """Kill this process with SIGKILL if ``KEYROTOR_FAILPOINT`` names this point."""
+    """Kill this process with SIGKILL if ``KEYROTOR_FAILPOINT`` names this point; stall if ``KEYROTOR_STALL`` does."""
     if os.environ.get(ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    point, _, seconds = os.environ.get(STALL_ENV, "").partition(":")
+    if point == name:
+        time.sleep(float(seconds or 5))

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from keyrotor.audit import AuditResult
 from keyrotor.audit_settings import AuditSettings
 from keyrotor.connect import Connections
+from keyrotor.model import Phase
 from keyrotor.remediation import UserFacts, UserPlan, plan_user, rules_by_user
 
 
@@ -44,6 +45,11 @@ def plan_fleet(
 def gather_facts(connections: Connections, user: str) -> UserFacts:
     """The user's keys, the key Vault names, and the last use of each active key."""
     keys = connections.iam.list_keys(user)
-    published = connections.records(user).published()
+    records = connections.records(user)
+    published = records.published()
     last_used = {key.key_id: connections.iam.last_used(key.key_id) for key in keys if key.active}
-    return UserFacts(keys, published.key_id if published else None, last_used)
+    state = records.load_state()
+    ongoing = None
+    if state is not None and not state.phase.terminal and state.phase is not Phase.DEACTIVATED:
+        ongoing = f"{state.kind} {state.rotation_id} (phase {state.phase.value})"
+    return UserFacts(keys, published.key_id if published else None, last_used, ongoing)

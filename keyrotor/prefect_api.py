@@ -168,3 +168,37 @@ def runs_of(deployments: list[UUID], state_types: list[StateType], limit: int = 
         return client.read_flow_runs(
             flow_run_filter=runs_filter, sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit
         )
+
+
+def served(full_name: str) -> bool:
+    """Whether a runner or worker polls for this deployment's runs now (its status is READY)."""
+    from prefect.client.schemas.objects import DeploymentStatus
+
+    if not PREFECT_API_URL.value():
+        return False  # the temporary server has no deployments, and nothing serves them
+    with prefect_call(f"read deployment {full_name}"), get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment_by_name(full_name)
+        except ObjectNotFound:
+            return False
+    return deployment.status == DeploymentStatus.READY
+
+
+def start_run(
+    full_name: str, parameters: dict[str, object], tags: list[str], idempotency_key: str | None = None
+) -> FlowRun:
+    """Create a flow run of a deployment, to start now, and return at once (nothing waits for it here)."""
+    from prefect.deployments import run_deployment
+
+    with prefect_call(f"start a run of {full_name}"):
+        run: FlowRun = run_deployment(
+            full_name, parameters=parameters, timeout=0, as_subflow=False, tags=tags, idempotency_key=idempotency_key
+        )
+    return run
+
+
+def cancel_run(run_id: str, message: str) -> None:
+    """Cancel a flow run that has not started (or stop one that has)."""
+    from prefect.states import Cancelled
+
+    force_state(run_id, Cancelled(message=message))

@@ -28,6 +28,7 @@ class Action(StrEnum):
     RETIRE = "retire-extra-key"
     DEACTIVATE_UNUSED = "deactivate-unused-key"
     NEEDS_PERSON = "needs-a-person"
+    IN_PROGRESS = "in-progress"
     NOTHING = "nothing"
 
 
@@ -60,6 +61,9 @@ class UserFacts:
     keys: Sequence[AccessKey]
     published_key_id: str | None
     last_used: Mapping[str, LastUsed]
+    in_progress: str | None = (
+        None  # a rotation or retirement that has not ended, e.g. "rotation abc in phase published"
+    )
 
 
 def rules_by_user(findings: Iterable[Finding]) -> dict[str, set[Rule]]:
@@ -80,8 +84,11 @@ def plan_user(
     max_age: timedelta,
     unused: timedelta,
 ) -> UserPlan:
-    """Choose the remedy for one user from its live keys (the audit's report may be hours old)."""
+    """Choose the remedy for one user from its live keys (the audit's report may be hours old). A user whose
+    rotation (or retirement) has not ended gets none: a second remediation never starts a second one."""
     names = tuple(sorted(rule.value for rule in rules))
+    if facts.in_progress:
+        return UserPlan(user, Action.IN_PROGRESS, names, f"{facts.in_progress} has not ended")
     active = [key for key in facts.keys if key.active]
     if len(active) >= 2:
         return _two_active_keys(user, names, active, facts, now, recent)

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-from contextlib import suppress
+import dataclasses
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from prefect import Flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.client.orchestration import get_client
 from prefect.context import TagsContext
-from prefect.deployments import run_deployment
-from prefect.exceptions import ObjectNotFound
 
 from keyrotor.audit import AuditResult
 from keyrotor.audit_settings import AuditSettings
 from keyrotor.connect import Connections
 from keyrotor.credential_report import run_audit
-from keyrotor.errors import KeyrotorError
 from keyrotor.fleet import plan_fleet
+from keyrotor.model import utcnow
+from keyrotor.prefect_api import deployment_ids, start_run
 from keyrotor.remediation import Action, UserPlan
 from keyrotor.settings import Settings
 from keyrotor.tasks import STEP
+from keyrotor.tasks.report import user_tags
 
 
 @task(name="audit-account", **STEP)
@@ -66,42 +66,41 @@ def publish_audit_and_plan(result: AuditResult, plans: list[UserPlan]) -> None:
     create_markdown_artifact(key="keyrotor-plan", markdown="\n".join(lines), description="What remediation does")
 
 
-def remedies_deployed() -> set[str]:
-    """Names of the remedy flows (rotation, retirement) that have a deployment on the Prefect server."""
-    from keyrotor.flows.retire import retire_access_key
-    from keyrotor.flows.rotate import rotate_access_key
+@dataclass(frozen=True)
+class Remedies:
+    """The remedy flows (handed in by the remediation flow: steps never import flows) and which are deployed."""
 
-    found = set()
-    with get_client(sync_client=True) as client:
-        for remedy in (rotate_access_key, retire_access_key):
-            with suppress(ObjectNotFound):
-                client.read_deployment_by_name(f"{remedy.name}/{remedy.name}")
-                found.add(remedy.name)
-    return found
+    rotate: Flow[..., Any]
+    retire: Flow[..., Any]
+    deployed: frozenset[str] = frozenset()
+
+    def with_deployments(self) -> Remedies:
+        """These remedies, knowing which of them the Prefect server has a deployment of."""
+        names = {remedy.name: f"{remedy.name}/{remedy.name}" for remedy in (self.rotate, self.retire)}
+        found = deployment_ids(list(names.values()))
+        return dataclasses.replace(self, deployed=frozenset(name for name, full in names.items() if full in found))
 
 
 def remediate_user(
-    plan: UserPlan, timings: dict[str, str | bool | None], unused_days: int, deployed: set[str]
+    plan: UserPlan, timings: dict[str, str | bool | None], unused_days: int, remedies: Remedies
 ) -> dict[str, Any]:
-    """Carry out one user's remedy as its own flow run; a failure is reported (never raised) with its reason.
+    """Start (or, without deployments, carry out) one user's remedy as its own flow run; a failure is reported
+    (never raised) with its reason.
 
     A plain function, not a task: the user's flow run is what shows (and can be paused or rolled back) in Prefect;
-    the outcome names it (``flow_run_id``). ``deployed`` names the remedy flows to run from their deployments (see
-    :func:`remedies_deployed`).
+    the outcome names it (``flow_run_id``). With a deployment the run is only started: it works on a runner or
+    worker and holds nothing while it waits, and this returns at once (outcome ``started``).
     """
-    from keyrotor.flows.retire import retire_access_key
-    from keyrotor.flows.rotate import rotate_access_key
-
     outcome: dict[str, Any] = {"user": plan.user, "action": plan.action.value, "reason": plan.reason}
     retire = {"user_name": plan.user, "key_id": plan.key_id, "keep_key_id": plan.keep_key_id} | timings
     try:
         if plan.action is Action.ROTATE:
-            phase, run_id = _run_remedy(rotate_access_key, {"user_name": plan.user} | timings, deployed)
+            phase, run_id = _run_remedy(remedies.rotate, {"user_name": plan.user} | timings, remedies, plan)
         elif plan.action is Action.RETIRE:
-            phase, run_id = _run_remedy(retire_access_key, retire, deployed)
+            phase, run_id = _run_remedy(remedies.retire, retire, remedies, plan)
         elif plan.action is Action.DEACTIVATE_UNUSED:
             unused = retire | {"keep_key_id": None, "min_idle_days": unused_days, "quiet_period": "0s"}
-            phase, run_id = _run_remedy(retire_access_key, unused, deployed)
+            phase, run_id = _run_remedy(remedies.retire, unused, remedies, plan)
         else:
             return outcome | {"outcome": "unchanged"}
     except Exception as error:  # noqa: BLE001 - one user's failure, whatever it is, never stops the others
@@ -110,23 +109,27 @@ def remediate_user(
 
 
 def _run_remedy(
-    flow_function: Flow[..., Any], parameters: dict[str, Any], deployed: set[str]
+    flow_function: Flow[..., Any], parameters: dict[str, Any], remedies: Remedies, plan: UserPlan
 ) -> tuple[str, str | None]:
-    """Run the user's flow from its deployment when there is one (so it can be paused from the UI), else in process.
+    """Start the user's flow from its deployment when there is one (so it can be paused from the UI, and waits
+    without a process), else run it in this process. Both carry the tags of the calling context.
 
-    Both carry the tags of the calling context. Returns the rotation's phase at the end of the run and the run's id.
+    Returns the outcome (the phase at the end of an in-process run; ``started`` or ``already started`` for a
+    deployment run) and the run's id. Starting is idempotent per user, action and key: a second remediation while
+    the first one's run has not started yet finds that run instead of starting another.
     """
-    if flow_function.name not in deployed:
+    if flow_function.name not in remedies.deployed:
         report = flow_function(**parameters)
         return str(report["phase"]), report.get("last_flow_run_id") or report.get("flow_run_id")
-    name = f"{flow_function.name}/{flow_function.name}"
-    run = run_deployment(
-        name, parameters=parameters, timeout=None, poll_interval=1, tags=TagsContext.get().current_tags
+    tags = [*TagsContext.get().current_tags, *user_tags(plan.user)]
+    run = start_run(
+        f"{flow_function.name}/{flow_function.name}",
+        parameters,
+        sorted(set(tags)),
+        idempotency_key=f"remedy:{plan.user}:{plan.action.value}:{plan.key_id}",
     )
-    if run.state is None or not run.state.is_completed():
-        raise KeyrotorError(run.state.message if run.state else f"flow run {run.name} has no state")
-    state = Connections.from_settings(Settings()).records(parameters["user_name"]).load_state()
-    return (state.phase.value if state else "unknown"), str(run.id)
+    fresh = run.created is None or (utcnow() - run.created).total_seconds() < 30
+    return ("started" if fresh else "already started"), str(run.id)
 
 
 @task(name="publish-outcome", **STEP)

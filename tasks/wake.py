@@ -32,12 +32,16 @@ from keyrotor.connect import Connections, whoami
 from keyrotor.errors import KeyrotorError, RotationConflict
 from keyrotor.logic import Quiet, check_quiet
 from keyrotor.model import RotationState, Wait, utcnow
-from keyrotor.prefect_api import WAITING, deployment_ids, force_state, read_run, resume_run, runs_of
+from keyrotor.prefect_api import WAITING, deployment_ids, force_state, prefect_call, read_run, resume_run, runs_of
 from keyrotor.records import LeaseRecord
 from keyrotor.tasks.lease import Lease
 from keyrotor.tasks.pause import hold_rotation
 
 EXPIRED_PAUSE = "The flow was paused and never resumed"
+#: A run that never took its user's lease is presumed dead only after this long (it may still be starting).
+NO_LEASE_GRACE = timedelta(seconds=30)
+#: A run that keeps dying is scheduled again at most this many times; after that it is left for a person.
+MAX_REVIVALS = 3
 #: The deployments whose runs park and can be paused.
 PARKING_DEPLOYMENTS = ("rotate-access-key/rotate-access-key", "retire-access-key/retire-access-key")
 
@@ -73,6 +77,8 @@ class Waker:
         self._resumed: dict[Key, tuple[str, datetime]] = {}  # wait ids resumed, until their runs park again or end
         self._last_recovery: datetime | None = None
         self._deployments: dict[str, Any] = {}
+        self._fleet_shown = ""
+        self._revived: dict[str, int] = {}
 
     # --- one sweep ----------------------------------------------------------------------------------------------
     def sweep(self) -> SweepReport:
@@ -208,8 +214,23 @@ class Waker:
         try:
             self._fix_ui_pauses(report)
             self._restart_dead_runs(now, report)
+            self._publish_fleet(now)
         except KeyrotorError as error:
             self.log.warning("Recovery look skipped: %s", error)
+
+    def _publish_fleet(self, now: datetime) -> None:
+        """The ``keyrotor-fleet`` artifact in the Prefect UI, when the fleet changed since the last one."""
+        from prefect.artifacts import create_markdown_artifact
+
+        from keyrotor import fleet_status
+
+        entries = fleet_status.gather(self.connections, now=now)
+        body = fleet_status.markdown(entries, now)
+        if body.partition("\n")[2] == self._fleet_shown:
+            return
+        with prefect_call("publish the fleet artifact"):
+            create_markdown_artifact(key="keyrotor-fleet", markdown=body, description="keyrotor: every rotation")
+        self._fleet_shown = body.partition("\n")[2]
 
     def _parking_deployments(self) -> list[Any]:
         if len(self._deployments) < len(PARKING_DEPLOYMENTS):
@@ -241,35 +262,31 @@ class Waker:
             self.log.info("Flow run %s (%s) failed when its pause expired: paused again, resumable", run.id, run.name)
 
     def _restart_dead_runs(self, now: datetime, report: SweepReport) -> None:
-        """Schedule again the deployment runs whose process died mid-work (lease expired, run still Running)."""
+        """Schedule again the rotation runs whose process died mid-work with its runner or worker: still Running or
+        Pending in Prefect (or Crashed), their user's lease expired or never taken. Another runner finishes them."""
         stale = self.settings.lease_ttl * 2
-        for account, user, state in self._rotations_in_progress():
-            if state.paused_run_id or not state.last_flow_run_id:
+        never_leased = max(stale, NO_LEASE_GRACE)
+        dead = [StateType.RUNNING, StateType.PENDING, StateType.CRASHED]
+        for run in runs_of(self._parking_deployments(), dead):
+            if run.state is None or run.state.timestamp is None or now - run.state.timestamp < stale:
+                continue
+            user = str(run.parameters.get("user_name") or "")
+            if not user or self._revived.get(str(run.id), 0) >= MAX_REVIVALS:
                 continue
             lease = self.connections.records(user).read_lease()
             data = lease.data if lease else {}
+            if data.get("owner") and data.get("flow_run_id") != str(run.id):
+                continue  # another run works on this user now; this one is a leftover it will not need
             seen = [datetime.fromisoformat(data[name]) for name in ("expires_at", "released_at") if data.get(name)]
             if seen and max(seen) > now - stale:
-                continue  # a run holds it, or let it go only moments ago (parking)
-            run = read_run(state.last_flow_run_id)
-            if run is None or run.deployment_id is None or run.state is None:
-                continue
-            if run.state.is_running() or run.state.is_pending() or run.state.is_crashed():
-                if run.state.timestamp and now - run.state.timestamp < stale:
-                    continue
-                self._revive(run, account, user, report)
-
-    def _rotations_in_progress(self) -> list[tuple[str, str, RotationState]]:
-        """Every rotation of this account that has not ended, from the durable records alone."""
-        account = self.connections.account_id
-        folder = self.settings.state_path.format(account_id=account, user_name="").rstrip("/")
-        found = []
-        for entry in self.connections.kv.list(folder):
-            user = entry.rstrip("/")
+                continue  # a run holds the lease, or let it go moments ago
+            if not seen and now - run.state.timestamp < never_leased:
+                continue  # it may still be starting up
             state = self.connections.records(user).load_state()
-            if state is not None and not state.phase.terminal:
-                found.append((account, user, state))
-        return found
+            if state is not None and state.phase.terminal and str(run.id) in _runs_of(state):
+                continue  # it finished its work and died reporting it
+            self._revived[str(run.id)] = self._revived.get(str(run.id), 0) + 1
+            self._revive(run, self.connections.account_id, user, report)
 
     def _revive(self, run: FlowRun, account: str, user: str, report: SweepReport) -> None:
         force_state(str(run.id), Scheduled(name="Recovering", scheduled_time=self._clock()))

@@ -34,7 +34,7 @@ FAILPOINTS = [
 
 
 def run_until_killed(env: dict[str, str], user: str, failpoint: str) -> None:
-    killed = keyrotor_cli({**env, "KEYROTOR_FAILPOINT": failpoint}, "rotate", user)
+    killed = keyrotor_cli({**env, "KEYROTOR_FAILPOINT": failpoint}, "rotate", user, "--local")
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
 
 
@@ -46,7 +46,7 @@ def test_killed_after_each_step_then_run_again(iam, connections, user_factory, s
     app.start()
     try:
         run_until_killed(stack_environ, user, failpoint)
-        resumed = keyrotor_cli(stack_environ, "rotate", user)
+        resumed = keyrotor_cli(stack_environ, "rotate", user, "--local")
     finally:
         stats = app.stop()
     if failpoint == "saved-completed":  # it had finished: running it again is a second rotation, refused
@@ -65,7 +65,7 @@ def test_killed_in_the_middle_of_the_wait_then_run_again(iam, connections, user_
     app = SimulatedApp(user, records, refresh=0.5)
     app.start()
     try:
-        running = keyrotor_popen(stack_environ, "rotate", user, "--quiet-period", "5s")
+        running = keyrotor_popen(stack_environ, "rotate", user, "--local", "--quiet-period", "5s")
         deadline = time.time() + 90
         while (state := records.load_state()) is None or state.phase is not Phase.PUBLISHED:
             assert time.time() < deadline and running.poll() is None, "rotation never reached the wait"
@@ -74,7 +74,7 @@ def test_killed_in_the_middle_of_the_wait_then_run_again(iam, connections, user_
         running.send_signal(signal.SIGKILL)
         running.communicate(timeout=30)
         assert records.load_state().phase is Phase.PUBLISHED, "the kill should land during the wait"
-        resumed = keyrotor_cli(stack_environ, "rotate", user)
+        resumed = keyrotor_cli(stack_environ, "rotate", user, "--local")
     finally:
         stats = app.stop()
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -21,7 +21,12 @@ pytestmark = pytest.mark.integration
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 
-def test_prefect_deploy_all_runs_a_rotation_on_a_process_worker(iam, connections, user_factory, stack_environ) -> None:
+def test_prefect_deploy_all_runs_a_rotation_on_a_process_worker(
+    iam, connections, user_factory, stack_environ, monkeypatch
+) -> None:
+    """The worker runs the rotation, which parks while its old key is unused for the quiet period, and the
+    scheduled wake-rotations runs (every minute) wake it: nothing of `keyrotor serve` is involved."""
+    monkeypatch.setenv("PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "5")  # the server schedules runs sooner
     with LocalStack.start(OUTPUT / "deploy-stack", StackPorts(0, 0, 0), services=("prefect",)) as own:
         env = {**stack_environ, "PREFECT_API_URL": own.env["PREFECT_API_URL"], "PREFECT_WORKER_QUERY_SECONDS": "1"}
         for command in (["work-pool", "create", "keyrotor", "--type", "process"], ["--no-prompt", "deploy", "--all"]):

@@ -22,7 +22,7 @@ def test_old_key_is_deleted_by_a_scheduled_run_after_the_grace_period(
 ) -> None:
     user = user_factory("grace")
     old = active_keys(iam, user)[0]
-    result = keyrotor_cli(stack_environ, "rotate", user, "--grace-period", "40s", "--json")
+    result = keyrotor_cli(stack_environ, "rotate", user, "--local", "--grace-period", "40s", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["phase"] == "deactivated" and report["deletion_run_id"]
@@ -55,7 +55,7 @@ def test_finish_deletes_when_due_without_a_served_deployment(iam, connections, u
     user = user_factory("finish")
     old = active_keys(iam, user)[0]
     env = {**stack_environ, "KEYROTOR_DELETE_DEPLOYMENT": "no-such/deployment"}
-    result = keyrotor_cli(env, "rotate", user, "--grace-period", "2s", "--json")
+    result = keyrotor_cli(env, "rotate", user, "--local", "--grace-period", "2s", "--json")
     assert result.returncode == 0, result.stderr
     assert "keyrotor finish" in result.stderr  # says how the deletion will happen
     time.sleep(2)
@@ -73,7 +73,7 @@ def test_the_sweep_finishes_a_due_deletion_whose_scheduled_run_was_lost(
     user = user_factory("sweep")
     old = active_keys(iam, user)[0]
     env = {**stack_environ, "KEYROTOR_DELETE_DEPLOYMENT": "no-such/deployment"}  # as if the run were lost
-    result = keyrotor_cli(env, "rotate", user, "--grace-period", "1s")
+    result = keyrotor_cli(env, "rotate", user, "--local", "--grace-period", "1s")
     assert result.returncode == 0, result.stderr
     time.sleep(1.5)
     report = finish_due_deletions()
@@ -88,7 +88,7 @@ def test_a_deletion_run_that_starts_a_little_early_waits_instead_of_failing(
 
     user = user_factory("early")
     old = active_keys(iam, user)[0]
-    result = keyrotor_cli(stack_environ, "rotate", user, "--grace-period", "20s", "--json")
+    result = keyrotor_cli(stack_environ, "rotate", user, "--local", "--grace-period", "20s", "--json")
     assert result.returncode == 0, result.stderr
     delete_after = datetime.fromisoformat(json.loads(result.stdout)["delete_after"])
     early = run_deployment(

@@ -82,7 +82,7 @@ def test_paused_during_the_wait_holds_no_process_and_resumes_to_the_end(
         wait_for(lambda: not processes_of(run_id), "the run's process to exit", timeout=30)
         assert not (records.read_lease().data.get("owner"))
 
-        second = keyrotor_cli(stack_environ, "rotate", user)
+        second = keyrotor_cli(stack_environ, "rotate", user, "--local")
         assert second.returncode == 4 and "paused" in second.stderr
 
         if how.endswith("cli-resume"):
@@ -162,10 +162,12 @@ def rollback_and_check(iam, connections, stack_environ, user: str, old: str) -> 
 def test_rollback_of_an_interrupted_rotation(iam, connections, user_factory, stack_environ, failpoint) -> None:
     user = user_factory("rb-" + failpoint.split("-")[1])
     old = active_keys(iam, user)[0]
-    killed = keyrotor_cli({**stack_environ, "KEYROTOR_FAILPOINT": failpoint}, "rotate", user)
+    killed = keyrotor_cli({**stack_environ, "KEYROTOR_FAILPOINT": failpoint}, "rotate", user, "--local")
     assert killed.returncode == -signal.SIGKILL
     rollback_and_check(iam, connections, stack_environ, user, old)
-    assert keyrotor_cli(stack_environ, "rotate", user).returncode == 0, "a new rotation can start after a rollback"
+    assert keyrotor_cli(stack_environ, "rotate", user, "--local").returncode == 0, (
+        "a new rotation can start after a rollback"
+    )
 
 
 @pytest.mark.parametrize("failpoint", ["rollback-reactivated", "rollback-restored"])
@@ -174,11 +176,11 @@ def test_an_interrupted_rollback_run_again_ends_the_same(
 ) -> None:
     user = user_factory("rb-killed")
     old = active_keys(iam, user)[0]
-    rotated = keyrotor_cli(stack_environ, "rotate", user, "--grace-period", "10m")
+    rotated = keyrotor_cli(stack_environ, "rotate", user, "--local", "--grace-period", "10m")
     assert rotated.returncode == 0, rotated.stderr
     killed = keyrotor_cli({**stack_environ, "KEYROTOR_FAILPOINT": failpoint}, "rollback", user)
     assert killed.returncode == -signal.SIGKILL
-    blocked = keyrotor_cli(stack_environ, "rotate", user)
+    blocked = keyrotor_cli(stack_environ, "rotate", user, "--local")
     assert blocked.returncode == 4 and "rollback" in blocked.stderr  # an unfinished rollback is finished, not undone
     rollback_and_check(iam, connections, stack_environ, user, old)
     records = connections.records(user)
@@ -194,7 +196,7 @@ def test_rollback_while_waiting_for_a_key_still_in_use(iam, connections, user_fa
     app = SimulatedApp(user, connections.records(user), refresh=10_000)  # keeps the old key busy
     app.start()
     try:
-        stuck = keyrotor_cli(stack_environ, "rotate", user, "--max-wait", "3s")
+        stuck = keyrotor_cli(stack_environ, "rotate", user, "--local", "--max-wait", "3s")
         assert stuck.returncode == 6
         report = rollback_and_check(iam, connections, stack_environ, user, old)
     finally:
@@ -208,7 +210,7 @@ def test_rollback_after_deactivation_cancels_the_scheduled_deletion(
 ) -> None:
     user = user_factory("rb-deact")
     old = active_keys(iam, user)[0]
-    rotated = keyrotor_cli(stack_environ, "rotate", user, "--grace-period", "10m", "--json")
+    rotated = keyrotor_cli(stack_environ, "rotate", user, "--local", "--grace-period", "10m", "--json")
     assert rotated.returncode == 0, rotated.stderr
     deletion = json.loads(rotated.stdout)["deletion_run_id"]
     assert deletion and all_keys(iam, user)[old] == "Inactive"
@@ -233,7 +235,7 @@ def test_rollback_of_a_paused_rotation(iam, connections, user_factory, stack_env
 def test_rollback_after_the_old_key_was_deleted_is_refused(iam, connections, user_factory, stack_environ) -> None:
     user = user_factory("rb-late")
     old = active_keys(iam, user)[0]
-    assert keyrotor_cli(stack_environ, "rotate", user).returncode == 0
+    assert keyrotor_cli(stack_environ, "rotate", user, "--local").returncode == 0
     keys, versions = (
         all_keys(iam, user),
         connections.records(user).kv.current_version(connections.records(user).paths.secret),
@@ -252,7 +254,7 @@ def test_rollback_while_a_run_works_on_the_rotation_says_at_once_to_pause_it_fir
 
     user = user_factory("rb-live")
     records = connections.records(user)
-    running = keyrotor_popen(stack_environ, "rotate", user, "--quiet-period", "60s", "--max-wait", "120s")
+    running = keyrotor_popen(stack_environ, "rotate", user, "--local", "--quiet-period", "60s", "--max-wait", "120s")
     try:
         wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.PUBLISHED, "the wait")
         started = time.monotonic()

@@ -45,7 +45,7 @@ def test_happy_path_rotates_without_a_single_refused_call(iam, connections, user
     old = active_keys(iam, user)[0]
     app = SimulatedApp(user, connections.records(user), refresh=0.5)
     app.start()
-    result = keyrotor_cli(stack_environ, "rotate", user, "--json")
+    result = keyrotor_cli(stack_environ, "rotate", user, "--local", "--json")
     stats = app.stop()
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -79,7 +79,7 @@ def test_slow_application_keeps_the_old_key_active_until_it_switched(
     app = SimulatedApp(user, connections.records(user), refresh=6, interval=0.2)
     app.start()
     started = time.time()
-    result = keyrotor_cli(stack_environ, "rotate", user, "--json", "--quiet-period", "2s")
+    result = keyrotor_cli(stack_environ, "rotate", user, "--local", "--json", "--quiet-period", "2s")
     stats = app.stop()
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -98,7 +98,7 @@ def test_at_max_wait_both_keys_stay_active_and_the_evidence_is_shown(
     old = active_keys(iam, user)[0]
     app = SimulatedApp(user, connections.records(user), refresh=10_000, interval=0.3)  # never re-reads Vault
     app.start()
-    result = keyrotor_cli(stack_environ, "rotate", user, "--quiet-period", "2s", "--max-wait", "5s")
+    result = keyrotor_cli(stack_environ, "rotate", user, "--local", "--quiet-period", "2s", "--max-wait", "5s")
     stats = app.stop()
     assert result.returncode == 6, result.stderr
     assert "still in use" in result.stderr and "sts" in result.stderr and old in result.stderr
@@ -114,7 +114,7 @@ def test_two_active_keys_are_refused_and_nothing_changes(iam, connections, user_
     user = user_factory("twokeys", keys=2)
     before = all_keys(iam, user)
     published = connections.records(user).published()
-    result = keyrotor_cli(stack_environ, "rotate", user)
+    result = keyrotor_cli(stack_environ, "rotate", user, "--local")
     assert result.returncode == 3, result.stderr
     assert "two active access keys" in result.stderr
     assert all_keys(iam, user) == before
@@ -125,14 +125,14 @@ def test_two_active_keys_are_refused_and_nothing_changes(iam, connections, user_
 def test_one_inactive_key_frees_its_slot_for_the_new_key(iam, connections, user_factory, stack_environ) -> None:
     user = user_factory("inactive", keys=2, inactive=1)
     old = active_keys(iam, user)[0]
-    result = keyrotor_cli(stack_environ, "rotate", user)
+    result = keyrotor_cli(stack_environ, "rotate", user, "--local")
     assert result.returncode == 0, result.stderr
     assert_rotated(iam, connections, user, old)
 
 
 def test_user_without_a_key_gets_one_published(iam, connections, user_factory, stack_environ) -> None:
     user = user_factory("nokey", keys=0)
-    result = keyrotor_cli(stack_environ, "rotate", user, "--json")
+    result = keyrotor_cli(stack_environ, "rotate", user, "--local", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["old_key_id"] is None and report["phase"] == "completed"
@@ -141,7 +141,7 @@ def test_user_without_a_key_gets_one_published(iam, connections, user_factory, s
 
 
 def test_nonexistent_user_is_refused(stack_environ) -> None:
-    result = keyrotor_cli(stack_environ, "rotate", "nobody-here", "--json")
+    result = keyrotor_cli(stack_environ, "rotate", "nobody-here", "--local", "--json")
     assert result.returncode == 3
     assert "does not exist" in json.loads(result.stdout)["message"]
 
@@ -161,7 +161,7 @@ def test_nonexistent_user_is_refused(stack_environ) -> None:
 def test_vault_problems_fail_clearly_and_change_nothing(iam, user_factory, stack_environ, override, expected) -> None:
     user = user_factory("vault")
     before = all_keys(iam, user)
-    result = keyrotor_cli({**stack_environ, **override}, "rotate", user)
+    result = keyrotor_cli({**stack_environ, **override}, "rotate", user, "--local")
     assert result.returncode == 7, result.stderr
     assert expected in " ".join(result.stderr.split())  # rich wraps long lines
     assert "Traceback" not in result.stderr
@@ -170,7 +170,7 @@ def test_vault_problems_fail_clearly_and_change_nothing(iam, user_factory, stack
 
 @pytest.mark.parametrize("value", ["soon", "-5s", "10x"])
 def test_bad_durations_are_refused_before_anything_runs(stack_environ, value: str) -> None:
-    result = keyrotor_cli(stack_environ, "rotate", "whoever", "--quiet-period", value)
+    result = keyrotor_cli(stack_environ, "rotate", "whoever", "--local", "--quiet-period", value)
     assert result.returncode == 2
     assert "duration" in result.stderr
 
@@ -178,13 +178,13 @@ def test_bad_durations_are_refused_before_anything_runs(stack_environ, value: st
 def test_two_rotations_of_one_user_at_once_one_refuses(iam, connections, user_factory, stack_environ) -> None:
     user = user_factory("twice")
     old = active_keys(iam, user)[0]
-    first = keyrotor_popen(stack_environ, "rotate", user, "--quiet-period", "6s", "--max-wait", "60s")
+    first = keyrotor_popen(stack_environ, "rotate", user, "--local", "--quiet-period", "6s", "--max-wait", "60s")
     records = connections.records(user)
     deadline = time.time() + 60
     while (state := records.load_state()) is None or state.phase is not Phase.PUBLISHED:
         assert time.time() < deadline and first.poll() is None
         time.sleep(0.2)
-    second = keyrotor_cli(stack_environ, "rotate", user)
+    second = keyrotor_cli(stack_environ, "rotate", user, "--local")
     _, first_err = first.communicate(timeout=120)
     assert second.returncode == 4, second.stderr
     assert "already running" in second.stderr
@@ -204,7 +204,7 @@ def test_rotation_works_with_the_least_privilege_vault_policy_from_the_readme(
     token = root.auth.token.create(policies=["keyrotor"], ttl="10m")["auth"]["client_token"]
     user = user_factory("leastpriv")
     old = active_keys(iam, user)[0]
-    result = keyrotor_cli({**stack_environ, "VAULT_TOKEN": token}, "rotate", user)
+    result = keyrotor_cli({**stack_environ, "VAULT_TOKEN": token}, "rotate", user, "--local")
     assert result.returncode == 0, result.stderr[-3000:]
     assert_rotated(iam, connections, user, old)
 
@@ -215,7 +215,7 @@ def test_rotate_works_without_a_prefect_server_in_ephemeral_mode(
     user = user_factory("ephemeral")
     old = active_keys(iam, user)[0]
     env = {k: v for k, v in stack_environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path)}
-    result = keyrotor_cli(env, "rotate", user, "--json")
+    result = keyrotor_cli(env, "rotate", user, "--local", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "temporary server" in result.stderr
     assert (tmp_path / "prefect.db").is_file(), "Prefect's ephemeral database belongs in PREFECT_HOME"
@@ -237,16 +237,18 @@ def test_a_quiet_period_that_cannot_be_safe_is_refused_unless_accepted(
     user = user_factory("quiet0")
     before = all_keys(iam, user)
     for value in ("0", "0s"):
-        refused = keyrotor_cli(stack_environ, "rotate", user, "--quiet-period", value)
+        refused = keyrotor_cli(stack_environ, "rotate", user, "--local", "--quiet-period", value)
         assert refused.returncode == 2, refused.stderr
         assert "--accept-unsafe-quiet-period" in refused.stderr and "Traceback" not in refused.stderr
     assert all_keys(iam, user) == before and connections.records(user).load_state() is None
 
     real_aws = {k: v for k, v in stack_environ.items() if k != "AWS_ENDPOINT_URL"}  # never reached: refused first
-    short = keyrotor_cli(real_aws, "rotate", user, "--quiet-period", "1h", "--max-wait", "2h")
+    short = keyrotor_cli(real_aws, "rotate", user, "--local", "--quiet-period", "1h", "--max-wait", "2h")
     assert short.returncode == 2 and "shorter than the 4h" in short.stderr, short.stderr
 
-    accepted = keyrotor_cli(stack_environ, "rotate", user, "--quiet-period", "0s", "--accept-unsafe-quiet-period")
+    accepted = keyrotor_cli(
+        stack_environ, "rotate", user, "--local", "--quiet-period", "0s", "--accept-unsafe-quiet-period"
+    )
     assert accepted.returncode == 0, accepted.stderr
     assert_rotated(iam, connections, user, list(before)[0])
 
@@ -259,7 +261,7 @@ def test_two_rotations_without_a_prefect_server_at_once_one_rotates_the_other_re
     user = user_factory("together")
     old = active_keys(iam, user)[0]
     env = {k: v for k, v in stack_environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path)}
-    both = [keyrotor_popen(env, "rotate", user, "--json") for _ in range(2)]
+    both = [keyrotor_popen(env, "rotate", user, "--local", "--json") for _ in range(2)]
     ended = [(process.wait(timeout=300), *process.communicate()) for process in both]
     codes = sorted(code for code, _, _ in ended)
     errors = "\n---\n".join(err[-3000:] for _, _, err in ended)
@@ -277,13 +279,13 @@ def test_a_rotation_right_after_a_rotation_is_refused_unless_forced(
 ) -> None:
     user = user_factory("again")
     old = active_keys(iam, user)[0]
-    assert keyrotor_cli(stack_environ, "rotate", user).returncode == 0
+    assert keyrotor_cli(stack_environ, "rotate", user, "--local").returncode == 0
     current = assert_rotated(iam, connections, user, old)
-    again = keyrotor_cli(stack_environ, "rotate", user)
+    again = keyrotor_cli(stack_environ, "rotate", user, "--local")
     assert again.returncode == 4, again.stderr
     assert "was just rotated" in again.stderr and current in again.stderr and "--force" in again.stderr
     assert active_keys(iam, user) == [current]
-    forced = keyrotor_cli(stack_environ, "rotate", user, "--force")
+    forced = keyrotor_cli(stack_environ, "rotate", user, "--local", "--force")
     assert forced.returncode == 0, forced.stderr
     assert_rotated(iam, connections, user, current)
 
@@ -302,7 +304,7 @@ def test_a_rotation_is_named_after_its_user_tagged_and_has_an_artifact(
     from keyrotor.tasks.report import artifact_key
 
     user = user_factory("named")
-    assert keyrotor_cli(stack_environ, "rotate", user).returncode == 0
+    assert keyrotor_cli(stack_environ, "rotate", user, "--local").returncode == 0
     key = artifact_key(user, connections.account_id)
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"user:{user}"])))

@@ -69,7 +69,7 @@ def test_no_secret_reaches_prefect_storage_logs_or_output(
     old_secret = records.published_credentials().secret.get_secret_value()
     app = SimulatedApp(user, records, refresh=0.5)
     app.start()
-    result = keyrotor_cli(stack_environ, "rotate", user, "--json")
+    result = keyrotor_cli(stack_environ, "rotate", user, "--local", "--json")
     app.stop()
     assert result.returncode == 0, result.stderr
     new = records.published_credentials()

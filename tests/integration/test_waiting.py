@@ -58,3 +58,166 @@ def test_a_waiting_rotation_holds_no_process_and_is_woken_once_the_old_key_is_qu
     history = list(reversed(records.state_history()))
     assert {s.new_key_id for s in history if s.new_key_id} == {final.new_key_id}
     assert datetime.now().year  # keep the import honest
+
+
+def test_rotate_on_a_served_server_returns_once_the_new_key_is_published(
+    iam, connections, user_factory, stack_environ, served
+) -> None:
+    import time
+
+    user = user_factory("cli-park")
+    old = active_keys(iam, user)[0]
+    app = SimulatedApp(user, connections.records(user), refresh=10_000, interval=0.3)  # keeps the old key busy
+    app.start()
+    try:
+        started = time.monotonic()
+        result = keyrotor_cli(stack_environ, "rotate", user, "--quiet-period", "20s", "--poll-interval", "1s", "--json")
+        took = time.monotonic() - started
+    finally:
+        app.stop()
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report["phase"] == "published" and report["old_key_id"] == old and report["new_key_id"]
+    assert "holds no process" in report["outlook"]["doing"] and "next check at" in report["outlook"]["waiting_for"]
+    assert took < 20, f"returned after {took:.0f}s: it should not wait for the quiet period"
+    assert "Started flow run" in result.stderr and "phase published" in result.stderr
+    assert run_state(report["flow_run_id"]).name == WAITING
+
+
+def test_rotate_on_a_served_server_with_wait_follows_it_to_the_end(
+    iam, connections, user_factory, stack_environ, served
+) -> None:
+    user = user_factory("cli-wait")
+    old = active_keys(iam, user)[0]
+    result = keyrotor_cli(stack_environ, "rotate", user, "--quiet-period", "3s", "--poll-interval", "1s", "--wait")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "completed" in result.stdout
+    assert_rotated(iam, connections, user, old)
+
+
+def remediate_fleet(stack_environ, prefix: str, *extra: str):  # type: ignore[no-untyped-def]
+    result = keyrotor_cli(stack_environ, "remediate", "--json", "--user", f"{prefix}*", *extra, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def make_fleet(iam, connections, stack_environ, count: int, name: str) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
+    """Users named ``<name>-<run>-<n>``, each with one 120-day-old key last used two days ago (so the quiet period
+    runs from the publish), published in Vault; returns the name prefix and the users."""
+    import uuid
+    from datetime import UTC, timedelta
+
+    from pydantic import SecretStr
+
+    from keyrotor.model import NewCredentials
+    from keyrotor.stack.seed import backdate_key
+
+    prefix = f"{name}-{uuid.uuid4().hex[:6]}-"
+    now = datetime.now(UTC)
+    users = []
+    for index in range(count):
+        user = f"{prefix}{index}"
+        iam.create_user(UserName=user)
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        created, used = now - timedelta(days=120), now - timedelta(days=2)
+        backdate_key(stack_environ["AWS_ENDPOINT_URL"], key["AccessKeyId"], created, used)
+        connections.records(user).publish(NewCredentials(key["AccessKeyId"], SecretStr(key["SecretAccessKey"])), 0)
+        users.append(user)
+    return prefix, users
+
+
+@pytest.fixture
+def old_fleet(iam, connections, stack_environ):  # type: ignore[no-untyped-def]
+    return make_fleet(iam, connections, stack_environ, 6, "fleet")
+
+
+def test_a_fleet_waits_in_parallel_without_a_process_per_waiting_rotation(
+    iam, connections, stack_environ, served, old_fleet
+) -> None:
+    import time
+
+    prefix, users = old_fleet
+    quiet = 15
+    started = time.monotonic()
+    report = remediate_fleet(stack_environ, prefix, "--quiet-period", f"{quiet}s", "--poll-interval", "1s")
+    returned = time.monotonic() - started
+    outcomes = {o["user"]: o for o in report["outcomes"]}
+    assert {outcomes[u]["outcome"] for u in users} == {"started"}, outcomes
+    assert returned < quiet, f"remediate held on for {returned:.0f}s; it must not babysit the waits"
+    runs = [outcomes[u]["flow_run_id"] for u in users]
+    wait_for(lambda: all(parked(connections, u) for u in users), "every rotation to park", timeout=120)
+    parked_at = time.monotonic()
+    wait_for(lambda: not any(processes_of(r) for r in runs), "every parked run's process to exit", timeout=30)
+    assert all(run_state(r).name == WAITING for r in runs)
+    fleet = json.loads(keyrotor_cli(stack_environ, "fleet-status", "--json", "--user", f"{prefix}*").stdout)
+    assert fleet["summary"]["counts"] == {"waiting": len(users)}, fleet["summary"]
+    assert all(r["next_check_at"] for r in fleet["rotations"])
+
+    wait_for(lambda: all(run_state(r).is_final() for r in runs), "every rotation to finish", timeout=180)
+    makespan = time.monotonic() - started
+    assert all(run_state(r).is_completed() for r in runs)
+    states = {u: connections.records(u).load_state() for u in users}
+    assert {s.phase for s in states.values()} == {Phase.COMPLETED}
+    for user, state in states.items():  # each one woken promptly after its own quiet period
+        late = (state.deactivated_at - state.published_at).total_seconds() - quiet
+        assert late < 12, f"{user} deactivated {late:.1f}s after its quiet period ended"
+    print(f"fleet of {len(users)}: parked after {parked_at - started:.1f}s, all rotated after {makespan:.1f}s")
+
+
+def test_a_second_remediation_during_the_first_starts_no_second_rotation(
+    iam, connections, stack_environ, served, old_fleet
+) -> None:
+    prefix, users = old_fleet
+    first = remediate_fleet(stack_environ, prefix, "--quiet-period", "8s", "--poll-interval", "1s")
+    second = remediate_fleet(stack_environ, prefix, "--quiet-period", "8s", "--poll-interval", "1s")
+    again = {o["user"]: o for o in second["outcomes"]}
+    assert {again[u]["outcome"] for u in users} <= {"in-progress", "already started"}, again
+    runs = {o["user"]: o["flow_run_id"] for o in first["outcomes"]}
+    for user in users:
+        if again[user]["outcome"] == "already started":
+            assert again[user]["flow_run_id"] == runs[user], "the same run, found again"
+    wait_for(lambda: all(run_state(r).is_final() for r in runs.values()), "every rotation to finish", timeout=180)
+    for user in users:
+        history = connections.records(user).state_history()
+        assert len({s.rotation_id for s in history}) == 1, f"{user} was rotated twice"
+        assert history[0].phase is Phase.COMPLETED
+
+
+def test_pause_while_parked_holds_it_past_its_quiet_period_and_resume_finishes_it(
+    iam, connections, user_factory, stack_environ, served
+) -> None:
+    import time
+
+    user = user_factory("park-pause")
+    old = active_keys(iam, user)[0]
+    run_id = schedule_rotation(user, quiet_period="4s", poll_interval="1s")
+    wait_for(lambda: parked(connections, user) and run_state(run_id).name == WAITING, "the rotation to park")
+    paused = keyrotor_cli(stack_environ, "pause", user)
+    assert paused.returncode == 0, paused.stderr
+    assert parked(connections, user).held and connections.records(user).load_state().paused_run_id == run_id
+    time.sleep(4 + 4)  # the quiet period passes: the waker must leave a paused rotation alone
+    assert run_state(run_id).is_paused() and run_state(run_id).name == "Suspended"
+    assert connections.records(user).load_state().phase is Phase.PUBLISHED
+    outlook = json.loads(keyrotor_cli(stack_environ, "status", user, "--json").stdout)["outlook"]
+    assert outlook["command"] == f"keyrotor resume {user}" and outlook["needs_person"]
+    resumed = keyrotor_cli(stack_environ, "resume", user)
+    assert resumed.returncode == 0, resumed.stderr
+    wait_for(lambda: run_state(run_id).is_final(), "the resumed rotation to finish", timeout=90)
+    assert run_state(run_id).is_completed()
+    assert_rotated(iam, connections, user, old)
+    assert connections.records(user).load_state().paused_run_id is None
+
+
+def test_resume_of_a_rotation_that_only_waits_says_it_is_not_paused(
+    iam, connections, user_factory, stack_environ, served
+) -> None:
+    user = user_factory("park-noresume")
+    run_id = schedule_rotation(user, quiet_period="60s", poll_interval="1s", max_wait="120s")
+    wait_for(lambda: parked(connections, user) and run_state(run_id).name == WAITING, "the rotation to park")
+    result = keyrotor_cli(stack_environ, "resume", user)
+    assert result.returncode == 3 and "is not paused" in result.stderr and "next check at" in result.stderr
+    rollback = keyrotor_cli(stack_environ, "rollback", user, "--json")
+    assert rollback.returncode == 0, rollback.stderr[-3000:]
+    report = json.loads(rollback.stdout)
+    assert report["phase"] == "rolled_back" and run_id in report["rollback"]["cancelled_runs"]
+    assert run_state(run_id).is_cancelled() and parked(connections, user) is None

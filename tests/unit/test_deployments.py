@@ -21,7 +21,7 @@ def test_serve_offers_every_deployment_of_the_table_with_its_flow_and_schedule()
     for row in ALL:
         assert served[row.name].flow_name == row.flow().name == row.name
         assert served[row.name].description == row.description
-        assert bool(served[row.name].schedules) == bool(row.cron or row.interval)
+        assert bool(served[row.name].schedules) == bool(row.scheduled_when_served and (row.cron or row.interval))
 
 
 def test_the_deletion_deployment_setting_names_the_table_entry() -> None:

@@ -62,3 +62,9 @@ def test_single_active_key(rules, age, days_ago, action) -> None:
 
 def test_no_active_key_left() -> None:
     assert plan({Rule.KEY_TOO_OLD}, [key("A", 200, active=False)], None, {}).action is Action.NOTHING
+
+
+def test_a_user_whose_rotation_has_not_ended_gets_no_second_remedy() -> None:
+    facts = UserFacts([key("A", 200)], "A", {"A": used("A", 0.1)}, "rotation r1 (phase published)")
+    result = plan_user("u", {Rule.KEY_TOO_OLD}, facts, now=NOW, recent=DAY, max_age=90 * DAY, unused=45 * DAY)
+    assert result.action is Action.IN_PROGRESS and "rotation r1 (phase published) has not ended" in result.reason

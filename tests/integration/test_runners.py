@@ -1,0 +1,205 @@
+"""Rotations that wait outlive their runners and their Prefect server, share several runners, and survive an
+operator's UI pause whose timeout passes. Each test here has a Prefect server of its own (the module's), so it can
+restart it and run `keyrotor serve` processes against it without disturbing the session's server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import DeploymentStatus
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from keyrotor.deployments.table import NAMES
+from keyrotor.model import Phase
+from keyrotor.prefect_api import WAITING, suspend_run
+from keyrotor.stack.services import LocalStack, StackPorts, read_stack
+from tests.conftest import OUTPUT, ROOT
+from tests.helpers import keyrotor_cli
+from tests.integration.test_operate import wait_for
+from tests.integration.test_rotate import active_keys, assert_rotated
+from tests.integration.test_waiting import make_fleet
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def own_server(stack_environ: dict[str, str]) -> Iterator[dict[str, str]]:
+    """A Prefect server (on PostgreSQL) of this module's own; yields the environment pointing at it."""
+    with LocalStack.start(OUTPUT / "own-prefect", StackPorts(0, 0, 0), services=("prefect",)) as own:
+        yield {**stack_environ, "PREFECT_API_URL": own.env["PREFECT_API_URL"]}
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from the process table."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(proc.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process and everything it started, as losing its machine would."""
+    for pid in [process.pid, *descendants(process.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    process.wait(timeout=30)
+
+
+class Runner:
+    """A `keyrotor serve` process against the module's server, logging to ``OUTPUT/<name>.log``."""
+
+    def __init__(self, env: dict[str, str], name: str, **extra: str) -> None:
+        self.log = (OUTPUT / f"{name}.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "keyrotor", "serve", "--limit", extra.pop("limit", "4")],
+            env={**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1", **extra},
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.path = OUTPUT / f"{name}.log"
+        with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
+            wait_for(lambda: self._ready(), f"{name} to serve the deployments", timeout=120)
+
+    def _ready(self) -> bool:
+        assert self.process.poll() is None, self.path.read_text()[-3000:]
+        with get_client(sync_client=True) as client:
+            ready = {d.name for d in client.read_deployments() if d.status == DeploymentStatus.READY}
+        return set(NAMES) <= ready
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            kill_tree(self.process)
+        self.log.close()
+
+
+def start_rotation(env: dict[str, str], user: str, **parameters: Any) -> str:
+    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
+        run = run_deployment(
+            "rotate-access-key/rotate-access-key",
+            parameters={"user_name": user, "poll_interval": "1s", "grace_period": "0s", **parameters},
+            timeout=0,
+        )
+    return str(run.id)
+
+
+def state_of(env: dict[str, str], run_id: str):  # type: ignore[no-untyped-def]
+    from uuid import UUID
+
+    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
+        return client.read_flow_run(UUID(run_id)).state
+
+
+def restart_prefect() -> None:
+    """Stop the module's Prefect server and start it again (same port, same PostgreSQL database)."""
+    folder = OUTPUT / "own-prefect"
+    recorded = read_stack(folder)
+    assert recorded is not None
+    port = recorded.services["prefect"].port
+    LocalStack(recorded.stack_dir, recorded.vault_token, {"prefect": recorded.services["prefect"]}).stop()
+    again = LocalStack.start(folder, StackPorts(0, 0, port), services=("prefect",))
+    assert again.services["prefect"].port == port and "postgres" in again.services
+
+
+def test_a_waiting_rotation_survives_its_runner_and_its_prefect_server_restarting(
+    iam, connections, user_factory, own_server
+) -> None:
+    user = user_factory("restart")
+    old = active_keys(iam, user)[0]
+    first = Runner(own_server, "runner-restart-1")
+    try:
+        run_id = start_rotation(own_server, user, quiet_period="15s")
+        wait_for(lambda: connections.waiting.read(connections.account_id, user), "the rotation to park")
+        wait_for(lambda: state_of(own_server, run_id).name == WAITING, "the run to suspend")
+    finally:
+        first.stop()  # the runner and everything it started are gone
+    restart_prefect()
+    second = Runner(own_server, "runner-restart-2")
+    try:
+        wait_for(lambda: state_of(own_server, run_id).is_final(), "the rotation to finish", timeout=120)
+    finally:
+        second.stop()
+    assert state_of(own_server, run_id).is_completed()
+    assert_rotated(iam, connections, user, old)
+
+
+def test_a_ui_pause_whose_timeout_passed_can_still_be_resumed(
+    iam, connections, user_factory, stack_environ, own_server
+) -> None:
+    """The UI's Pause sets Suspended with a timeout (300 s by default) and Prefect fails the run when it passes:
+    here it passes after 3 s, and the operator who comes back later still resumes the rotation to its end."""
+    user = user_factory("ui-expired")
+    old = active_keys(iam, user)[0]
+    records = connections.records(user)
+    runner = Runner(own_server, "runner-ui-pause", KEYROTOR_STALL="saved-verified:6")  # keeps the run Running
+    try:
+        run_id = start_rotation(own_server, user, quiet_period="3s")
+        wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.VERIFIED, "the busy run")
+        with temporary_settings(updates={PREFECT_API_URL: own_server["PREFECT_API_URL"]}):
+            suspend_run(run_id, timedelta(seconds=3))  # what the UI's Pause sends, with a short timeout
+        wait_for(lambda: records.load_state().paused_run_id == run_id, "the pause to be recorded", timeout=60)
+        time.sleep(15)  # the timeout passes, and Prefect's pause-expiration service runs (every 5 s)
+        state = state_of(own_server, run_id)
+        assert state.is_paused() and state.state_details.pause_timeout is None, state
+        resumed = keyrotor_cli(own_server, "resume", user)
+        assert resumed.returncode == 0, resumed.stderr
+        wait_for(lambda: state_of(own_server, run_id).is_final(), "the resumed rotation to finish", timeout=120)
+    finally:
+        runner.stop()
+    assert state_of(own_server, run_id).is_completed()
+    assert_rotated(iam, connections, user, old)
+
+
+def test_two_runners_share_a_fleet_and_one_killed_loses_nothing(iam, connections, stack_environ, own_server) -> None:
+    prefix, users = make_fleet(iam, connections, stack_environ, 6, "runners")
+    survivor = Runner(own_server, "runner-survivor", limit="2")
+    doomed = Runner(own_server, "runner-doomed", limit="2")
+    try:
+        result = keyrotor_cli(
+            own_server, "remediate", "--json", "--user", f"{prefix}*", "--quiet-period", "6s", "--poll-interval", "1s"
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs = {o["user"]: o["flow_run_id"] for o in json.loads(result.stdout)["outcomes"]}
+        wait_for(lambda: "Beginning flow run" in doomed.path.read_text(), "the doomed runner to take work")
+        doomed.stop()  # mid-fleet: its flow runs die with it
+        wait_for(
+            lambda: all(state_of(own_server, run).is_final() for run in runs.values()),
+            "every rotation to finish on the surviving runner",
+            timeout=240,
+        )
+    finally:
+        survivor.stop()
+        doomed.stop()
+    for user in users:
+        assert state_of(own_server, runs[user]).is_completed(), (user, state_of(own_server, runs[user]))
+        history = list(reversed(connections.records(user).state_history()))
+        assert len({s.rotation_id for s in history}) == 1, f"{user} rotated twice"
+        assert len({s.new_key_id for s in history if s.new_key_id}) == 1, f"{user} got two new keys"
+        ranks = [s.phase.rank for s in history]
+        assert ranks == sorted(ranks), f"{user}'s phases went backwards: {[s.phase.value for s in history]}"
+        assert history[-1].phase is Phase.COMPLETED
