@@ -43,12 +43,12 @@ def rollback_rotation(user_name: str) -> dict[str, Any] | State:
             state = start_rollback(ctx, load_rotation(ctx))
             if state.phase is not Phase.ROLLED_BACK:
                 reactivate_old_key(ctx, state)
-                restored = "a retirement changes nothing in Vault"
+                details: dict[str, object] = {"vault": "a retirement changes nothing in Vault"}
                 if not state.retirement:  # a retirement's "new" key is the key kept: it stays as it is
-                    restored = restore_previous_secret(ctx, state)
-                    deactivate_new_key(ctx, state)
-                cancelled = cancel_pending_runs(ctx, state)
-                state = finish_rollback(ctx, state, {"vault": restored, "cancelled_runs": cancelled})
+                    details["vault"] = restore_previous_secret(ctx, state)
+                    details["new_key_kept"] = not deactivate_new_key(ctx, state)
+                details["cancelled_runs"] = cancel_pending_runs(ctx, state)
+                state = finish_rollback(ctx, state, details)
     except KeyrotorError as error:
         return refused(error)
     return state.report()

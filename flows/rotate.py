@@ -87,6 +87,8 @@ def rotate(user_name: str, *durations: str | None, options: RotationOptions = Ro
         try:
             if not state.phase.reached(Phase.PUBLISHED):
                 state = introduce_new_key(leased, state)  # create, verify with STS, publish to Vault
+            elif state.phase is Phase.PUBLISHED:
+                leased.records.discard_stash()  # a run may have died between recording the publish and this
             waited = wait_until_old_key_is_quiet(leased, state)
             state = waited.state
             if waited.parked is None:

@@ -21,6 +21,9 @@ from keyrotor.stack.cli import stack_app
 # Without PREFECT_API_URL, Prefect starts a temporary local server; its first start (database migrations)
 # can take longer than Prefect's 20 s default on a small machine.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# Prefect's client retries a server it cannot reach with backoffs of 2, 4, 8... s: 5 retries give up after about a
+# minute, 7 ride out an outage of 2 to 4 minutes (keyrotor serve's flow runs inherit this environment).
+os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "7")
 
 app = typer.Typer(
     name="keyrotor",

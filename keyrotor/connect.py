@@ -37,7 +37,8 @@ class Connections:
             if (shared := _SHARED.get(key)) is None:
                 client = make_client(settings.vault_addr, settings.token(), settings.vault_namespace)
                 kv = VaultKV(client, settings.vault_mount, retry_for=settings.vault_retry_timeout)
-                shared = _SHARED[key] = cls(settings, Boto3Iam(max_attempts=settings.aws_max_attempts), kv)
+                iam = Boto3Iam(max_attempts=settings.aws_max_attempts, retry_for=settings.aws_retry_timeout)
+                shared = _SHARED[key] = cls(settings, iam, kv)
             return shared
 
     @cached_property

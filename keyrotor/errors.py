@@ -49,10 +49,22 @@ class VaultError(KeyrotorError):
     exit_code = 7
 
 
+class VaultUnavailable(VaultError):
+    """Vault stayed unreachable, sealed or failing for as long as keyrotor retried: an outage, not an answer."""
+
+
 class AwsError(KeyrotorError):
     """AWS refused a call for a reason that retrying will not fix (access denied, invalid input...)."""
 
     exit_code = 8
+
+
+class AwsUnavailable(AwsError):
+    """AWS kept failing (throttling, 5xx, unreachable) for as long as keyrotor retried: an outage, not an answer."""
+
+
+class CreateAnswerLost(AwsUnavailable):
+    """CreateAccessKey got no clear answer: a key may have been created whose secret nobody received."""
 
 
 class PrefectUnavailable(KeyrotorError):
@@ -63,6 +75,10 @@ class PrefectUnavailable(KeyrotorError):
 
 class TransientError(KeyrotorError):
     """A failure worth retrying (throttling, 5xx, connection trouble). Only raised inside retry loops."""
+
+
+class KeyNotAccepted(TransientError):
+    """AWS answered that a new key's credentials are not valid: propagation delay at first, a bad key if it lasts."""
 
 
 class RollbackImpossible(PreconditionFailed):

@@ -13,7 +13,7 @@ from keyrotor.audit import AuditResult
 from keyrotor.audit_settings import AuditSettings
 from keyrotor.connect import Connections
 from keyrotor.model import Phase
-from keyrotor.remediation import UserFacts, UserPlan, plan_user, rules_by_user
+from keyrotor.remediation import Action, UserFacts, UserPlan, plan_user, rules_by_user
 
 
 def plan_fleet(
@@ -28,10 +28,15 @@ def plan_fleet(
     now = datetime.now(UTC)
 
     def plan_one(user: str) -> UserPlan:
+        try:
+            facts = gather_facts(connections, user)
+        except Exception as error:  # noqa: BLE001 - one user that cannot be read never stops the others
+            reason = f"cannot read its keys or its records ({type(error).__name__}: {error}); a person must look"
+            return UserPlan(user, Action.NEEDS_PERSON, tuple(sorted(r.value for r in flagged[user])), reason)
         return plan_user(
             user,
             flagged[user],
-            gather_facts(connections, user),
+            facts,
             now=now,
             recent=recent,
             max_age=timedelta(days=settings.max_key_age_days),

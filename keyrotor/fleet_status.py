@@ -7,12 +7,14 @@ stands, who waits on what and until when, who needs a person, who failed and why
 from __future__ import annotations
 
 import fnmatch
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from keyrotor.connect import Connections
+from keyrotor.errors import PreconditionFailed
 from keyrotor.model import Phase, RotationState, Wait
 from keyrotor.outlook import Outlook, outlook
 
@@ -98,7 +100,11 @@ def gather(connections: Connections, only: tuple[str, ...] = (), now: datetime |
     parked = {user: waiting.read(account, user) for user in waiting.users(account)}
     found = []
     for user in users:
-        state = connections.records(user).load_state()
+        try:
+            state = connections.records(user).load_state()
+        except PreconditionFailed as error:  # one unreadable record hides no other rotation
+            logging.getLogger("keyrotor.fleet").warning("%s: %s", user, error)
+            continue
         if state is not None:
             found.append(entry(user, state, parked.get(user), now))
     return found

@@ -143,6 +143,7 @@ class RotationState:
     rolled_back_at: datetime | None = None
     rollback: dict[str, Any] | None = None
     kind: str = "rotation"  # or "retirement": retire one key of two (or an unused key) without creating a new one
+    write_id: str | None = None  # unique per write: a writer recognises its own write after an answer lost
     version: int = field(default=0, compare=False)
 
     @property
@@ -227,6 +228,7 @@ class Wait:
     parked_at: datetime
     held: bool = False
     last_check: dict[str, Any] | None = None
+    prefect_api: str = ""  # the Prefect server the suspended run lives on: only its wakers resume it
     version: int = field(default=0, compare=False)
 
     def evolve(self, **changes: Any) -> Wait:

@@ -115,6 +115,14 @@ def _ended(state: RotationState, user: str, old: str, new: str) -> Outlook:
         kind = "retirement" if state.retirement else "rotation"
         return Outlook(f"{kind} completed at {_at(state.completed_at)}: {what}", "nothing")
     if state.phase is Phase.ROLLED_BACK:
+        if (state.rollback or {}).get("new_key_kept"):
+            return Outlook(
+                f"rolled back at {_at(state.rolled_back_at)}: old key {old} is active again; Vault had no secret "
+                f"before the rotation, so it still names the new key {new}, which stays active",
+                "an operator: deactivate the new key once nothing uses it, or rotate again",
+                f"keyrotor rotate {user} --force",
+                needs_person=True,
+            )
         return Outlook(
             f"rolled back at {_at(state.rolled_back_at)}: old key {old} is active and in Vault again"
             + ("" if state.retirement else f", new key {new} inactive"),

@@ -20,6 +20,11 @@ from prefect.states import State
 from keyrotor.errors import PrefectUnavailable
 
 
+def this_server() -> str:
+    """The API URL of the Prefect server this process talks to ("" for Prefect's temporary server)."""
+    return str(PREFECT_API_URL.value() or "").rstrip("/")
+
+
 def server_name() -> str:
     """The Prefect server this process talks to, for messages."""
     url = PREFECT_API_URL.value()

@@ -9,12 +9,13 @@ Layout on the KV mount (paths are settings):
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import SecretStr
 
-from keyrotor.errors import RotationConflict
+from keyrotor.errors import PreconditionFailed, RotationConflict, VaultError, VaultUnavailable
 from keyrotor.model import NewCredentials, RotationState, Wait, utcnow
 from keyrotor.vault import KVRecord, VaultKV
 
@@ -108,17 +109,45 @@ class RotationRecords:
 
     # --- durable state ------------------------------------------------------------------------------
     def load_state(self) -> RotationState | None:
+        """The user's rotation record, None when there is none; PreconditionFailed when it cannot be read."""
         record = self.kv.read(self.paths.state)
-        return RotationState.from_record(record.data, record.version) if record else None
+        if record is None:
+            return None
+        try:
+            return RotationState.from_record(record.data, record.version)
+        except (TypeError, ValueError, KeyError) as error:
+            raise PreconditionFailed(
+                f"the rotation record {self.kv.mount}/{self.paths.state} (version {record.version}) cannot be read "
+                f"({type(error).__name__}: {error}); restore an earlier version or delete it"
+            ) from None
 
     def save_state(self, state: RotationState, updated_by: str) -> RotationState:
-        """Write ``state`` as the next version, failing with RotationConflict if anyone wrote in between."""
-        stamped = state.evolve(updated_at=utcnow(), updated_by=updated_by)
+        """Write ``state`` as the next version, failing with RotationConflict if anyone wrote in between.
+
+        Each write carries a write id: when the answer to a write is lost and the retry meets the written record
+        (check-and-set fails against it, or Vault stays unreachable), the record is read back, and if it is this
+        write, the write succeeded.
+        """
+        stamped = state.evolve(updated_at=utcnow(), updated_by=updated_by, write_id=uuid.uuid4().hex[:16])
         if state.version == 0 and self.kv.current_version(self.paths.state) == 0:
             self.kv.keep_versions(self.paths.state, STATE_HISTORY)
         cas = state.version if state.version else self.kv.current_version(self.paths.state)
-        record = self.kv.write(self.paths.state, stamped.to_record(), cas=cas)
+        try:
+            record = self.kv.write(self.paths.state, stamped.to_record(), cas=cas)
+        except (RotationConflict, VaultUnavailable):
+            landed = self._own_write(self.paths.state, stamped.write_id)
+            if landed is None:
+                raise
+            return stamped.evolve(version=landed)
         return stamped.evolve(version=record.version)
+
+    def _own_write(self, path: str, write_id: str | None) -> int | None:
+        """The version at ``path`` if it is the write ``write_id``, else None (also when Vault cannot say)."""
+        try:
+            current = self.kv.read(path)
+        except VaultError:
+            return None
+        return current.version if current is not None and current.data.get("write_id") == write_id else None
 
     def state_history(self, limit: int = 50) -> list[RotationState]:
         """The newest ``limit`` recorded versions of the state, newest first."""
@@ -179,10 +208,17 @@ class WaitingIndex:
         return Wait.from_record(record.data, record.version) if record else None
 
     def write(self, wait: Wait) -> Wait:
-        """Write ``wait`` over the version it was read as (0: a new record); RotationConflict if it changed."""
+        """Write ``wait`` over the version it was read as (0: a new record); RotationConflict if it changed (unless
+        the record found is this very write, whose answer was lost)."""
         path = self.path(wait.account_id, wait.user_name)
         cas = wait.version if wait.version else self.kv.current_version(path)
-        written = self.kv.write(path, wait.to_record(), cas=cas)
+        try:
+            written = self.kv.write(path, wait.to_record(), cas=cas)
+        except (RotationConflict, VaultUnavailable):
+            current = self.kv.read(path)
+            if current is None or current.data != wait.to_record():
+                raise
+            return wait.evolve(version=current.version)
         return wait.evolve(version=written.version)
 
     def remove(self, account_id: str, user_name: str, wait_id: str | None = None) -> None:

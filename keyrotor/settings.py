@@ -120,7 +120,12 @@ class Settings(BaseSettings):
         default=timedelta(minutes=2), description="How long a new key may take to start authenticating."
     )
     vault_retry_timeout: Duration = Field(
-        default=timedelta(seconds=30), description="How long transient Vault failures are retried."
+        default=timedelta(minutes=5),
+        description="How long a step rides out Vault being unreachable, sealed or failing (with backoff).",
+    )
+    aws_retry_timeout: Duration = Field(
+        default=timedelta(minutes=5),
+        description="How long a step rides out AWS throttling, failing or being unreachable (with backoff).",
     )
     aws_max_attempts: int = Field(default=10, ge=1, le=50, description="botocore attempts for transient AWS errors.")
     aws_endpoint_url: str | None = Field(

@@ -16,7 +16,7 @@ import hvac.exceptions
 import requests
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from keyrotor.errors import KeyrotorError, RotationConflict, TransientError, VaultError
+from keyrotor.errors import KeyrotorError, RotationConflict, TransientError, VaultError, VaultUnavailable
 
 T = TypeVar("T")
 
@@ -93,7 +93,7 @@ class VaultKV:
         try:
             return attempt()
         except TransientError as error:
-            raise VaultError(f"{error} (gave up after {patience:g}s of retries)") from None
+            raise VaultUnavailable(f"{error} (gave up after {patience:g}s of retries)") from None
 
     def check(self, retry_for: timedelta | None = None) -> None:
         """Fail clearly, before anything changes, if Vault is unreachable, the token is bad or the mount is not KV

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from prefect import get_run_logger, task
@@ -9,6 +10,10 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 
 from keyrotor.context import RotationContext
 from keyrotor.errors import (
+    AwsError,
+    AwsUnavailable,
+    CreateAnswerLost,
+    KeyNotAccepted,
     KeyrotorError,
     PreconditionFailed,
     RotationConflict,
@@ -49,7 +54,7 @@ def create_new_key(ctx: RotationContext, state: RotationState) -> RotationState:
         logger.info("Deleting inactive key %s to free IAM's second key slot", key.key_id)
         ctx.iam.delete_key(ctx.user_name, key.key_id)
 
-    credentials = ctx.iam.create_key(ctx.user_name)
+    credentials = _create_key(ctx, state)
     failpoint("after-create-key")
     try:
         ctx.records.stash(credentials)
@@ -61,6 +66,30 @@ def create_new_key(ctx: RotationContext, state: RotationState) -> RotationState:
         "Created new key %s for %r (secret stashed in Vault, not yet published)", credentials.key_id, ctx.user_name
     )
     return ctx.save(state.evolve(phase=Phase.CREATED, new_key_id=credentials.key_id, created_at=utcnow()))
+
+
+def _create_key(ctx: RotationContext, state: RotationState) -> NewCredentials:
+    """CreateAccessKey, once at a time: after an answer lost on the way back, a key of ours may exist whose secret
+    nobody received. It is found (not among the keys the rotation started with) and deleted before trying again,
+    through an outage of up to the AWS retry timeout."""
+    logger = get_run_logger()
+    deadline = time.monotonic() + ctx.settings.aws_retry_timeout.total_seconds()
+    pause = 0.5
+    while True:
+        try:
+            return ctx.iam.create_key(ctx.user_name)
+        except CreateAnswerLost as error:
+            if time.monotonic() > deadline:
+                raise
+            logger.warning("No clear answer to CreateAccessKey (%s); looking at the user's keys", error)
+            time.sleep(pause)
+            pause = min(pause * 2, 15)
+            try:
+                for key_id in orphan_keys(ctx.iam.list_keys(ctx.user_name), state, stashed_key_id=None):
+                    logger.warning("Deleting key %s: created by that call, its secret never arrived", key_id)
+                    ctx.iam.delete_key(ctx.user_name, key_id)
+            except AwsUnavailable as unavailable:
+                logger.warning("AWS still unavailable (%s); trying again", unavailable)
 
 
 @task(name="verify-new-key", **STEP)
@@ -76,8 +105,13 @@ def verify_new_key(ctx: RotationContext, state: RotationState) -> RotationState:
         return _abandon_new_key(ctx, state, "the new key's stashed secret is missing from Vault")
     try:
         arn = _caller_arn_with_retries(ctx, credentials)
-    except KeyrotorError as error:
+    except KeyNotAccepted as error:  # AWS kept saying the credentials are wrong: only that counts against the key
         return _abandon_new_key(ctx, state, f"it never authenticated within {ctx.settings.verify_timeout} ({error})")
+    except TransientError as error:  # STS unreachable or failing: nothing is known about the key; keep it
+        raise AwsError(
+            f"could not verify the new key {state.new_key_id} within {ctx.settings.verify_timeout}: {error}. "
+            f"It is kept (its secret stashed in Vault); `keyrotor rotate {ctx.user_name}` verifies it and goes on"
+        ) from None
     if not arn.endswith(f"/{ctx.user_name}"):
         return _abandon_new_key(ctx, state, f"it authenticates as {arn}, not as user {ctx.user_name!r}")
     get_run_logger().info("New key %s authenticates as %s", state.new_key_id, arn)

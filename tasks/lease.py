@@ -6,6 +6,9 @@ A second run while the owner is alive sees the lease renewed and refuses. A run 
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 import threading
 import time
 import uuid
@@ -18,7 +21,7 @@ from prefect import get_run_logger
 
 from keyrotor.context import RotationContext
 from keyrotor.durations import format_duration
-from keyrotor.errors import KeyrotorError, RotationConflict
+from keyrotor.errors import KeyrotorError, RotationConflict, VaultUnavailable
 from keyrotor.logic import LeaseVerdict, judge_lease
 from keyrotor.model import utcnow
 from keyrotor.records import LeaseStore
@@ -74,13 +77,15 @@ class Lease:
             now = self._clock()
             if judge_lease(data, owner=self.owner, flow_run_id=self.flow_run_id, now=now) is LeaseVerdict.ACQUIRE:
                 try:
-                    written = self._records.write_lease(self._payload(now), cas=version)
+                    self._version = self._write(self._payload(now), cas=version)
                 except RotationConflict:
                     raise RotationConflict("another run claimed this rotation at the same moment; refusing") from None
-                self._version, self._expires_at = written.version, now + self.ttl
+                self._expires_at = now + self.ttl
                 return
             assert data is not None
-            if busy_hint is not None and _renewed_within(data, self.ttl / 3 + timedelta(seconds=1), now):
+            alive = _holder_alive(data)
+            renewed = seen_renewal is not None and data.get("renewed_at") != seen_renewal
+            if busy_hint is not None and (alive or (alive is None and renewed)):
                 raise RotationConflict(
                     f"a run is working on this user's rotation right now ({data.get('holder')}, flow run "
                     f"{data.get('flow_run_id')}, lease renewed at {data.get('renewed_at')}): {busy_hint}"
@@ -102,11 +107,25 @@ class Lease:
         if judge_lease(data, owner=self.owner, flow_run_id=self.flow_run_id, now=now) is not LeaseVerdict.ACQUIRE:
             return False
         try:
-            written = self._records.write_lease(self._payload(now), cas=version)
+            self._version = self._write(self._payload(now), cas=version)
         except RotationConflict:
             return False
-        self._version, self._expires_at, self._lost = written.version, now + self.ttl, None
+        self._expires_at, self._lost = now + self.ttl, None
         return True
+
+    def _write(self, payload: dict[str, Any], cas: int) -> int:
+        """Write the lease; when check-and-set fails (or Vault stays unreachable) because this very write landed and
+        its answer was lost, read it back and take it. Returns the version written."""
+        try:
+            return self._records.write_lease(payload, cas=cas).version
+        except (RotationConflict, VaultUnavailable):
+            try:
+                current = self._records.read_lease()
+            except KeyrotorError:
+                current = None
+            if current is not None and all(current.data.get(k) == payload[k] for k in ("owner", "renewed_at")):
+                return current.version
+            raise
 
     @property
     def lost(self) -> bool:
@@ -118,16 +137,22 @@ class Lease:
         now = self._clock()
         with self._write_lock:
             try:
-                written = self._records.write_lease(self._payload(now), cas=self._version)
+                self._version = self._write(self._payload(now), cas=self._version)
             except RotationConflict:
                 self._lost = "another run took over the rotation lease"
                 return
             except KeyrotorError:
                 return  # Vault trouble: keep trying until the lease would expire
-            self._version, self._expires_at = written.version, now + self.ttl
+            self._expires_at = now + self.ttl
 
     def assert_held(self) -> None:
-        """Raise RotationConflict if the lease was lost or has expired (this run stalled too long)."""
+        """Raise RotationConflict if the lease was lost or has expired (this run stalled too long).
+
+        A lease that expired while Vault was unreachable (its renewals failed) is renewed here first: if nobody
+        took it meanwhile, the check-and-set renewal succeeds and this run still holds it.
+        """
+        if not self._lost and self._expires_at is not None and self._clock() >= self._expires_at:
+            self.renew()
         if self._lost:
             raise RotationConflict(self._lost)
         if self._expires_at is None or self._clock() >= self._expires_at:
@@ -158,9 +183,19 @@ class Lease:
             )
 
 
-def _renewed_within(lease: dict[str, Any], period: timedelta, now: datetime) -> bool:
-    renewed = lease.get("renewed_at")
-    return bool(renewed) and now - datetime.fromisoformat(renewed) <= period
+def _holder_alive(lease: dict[str, Any]) -> bool | None:
+    """Whether the lease's holder still runs, when it ran on this machine (its pid is in the holder's name);
+    None when that cannot be told from here (another machine: only a renewal shows it alive)."""
+    found = re.search(r"@(\S+) pid (\d+)", str(lease.get("holder") or ""))
+    if found is None or found.group(1) != socket.gethostname():
+        return None
+    try:
+        os.kill(int(found.group(2)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def acquire_lease(ctx: RotationContext, busy_hint: str | None = None) -> Lease:

@@ -69,8 +69,12 @@ def restore_previous_secret(ctx: RotationContext, state: RotationState) -> str:
         logger.info(note)
         return note
     if not state.previous_secret_version:
-        note = "Vault held no secret before the rotation: nothing to restore"
-        logger.warning("%s; %s still names the (now inactive) new key", note, ctx.records.paths.secret)
+        note = (
+            f"Vault held no secret before the rotation, so {ctx.records.paths.secret} keeps naming the new key "
+            f"{state.new_key_id}, which stays active: applications that read Vault use it. The old key "
+            f"{state.old_key_id} is active again for those that kept it; deactivate the new key once nothing uses it"
+        )
+        logger.warning(note)
         return note
     previous = ctx.records.published_credentials(version=state.previous_secret_version)
     if previous is None:
@@ -86,13 +90,22 @@ def restore_previous_secret(ctx: RotationContext, state: RotationState) -> str:
 
 
 @task(name="deactivate-new-key", **STEP)
-def deactivate_new_key(ctx: RotationContext, state: RotationState) -> None:
-    """Make the new key Inactive and destroy its unpublished copy, if any."""
+def deactivate_new_key(ctx: RotationContext, state: RotationState) -> bool:
+    """Make the new key Inactive and destroy its unpublished copy, if any; True when it was deactivated.
+
+    Never while Vault names the new key: applications reading Vault would then hold a key that does not work
+    (a user's first rotation, with no secret before it to restore). It stays active and the note says so.
+    """
     ctx.records.discard_stash()
+    published = ctx.records.published()
+    if published is not None and published.key_id == state.new_key_id:
+        get_run_logger().warning("Vault names the new key %s: keeping it active", state.new_key_id)
+        return False
     new = next((key for key in ctx.iam.list_keys(ctx.user_name) if key.key_id == state.new_key_id), None)
     if new is not None and new.active:
         ctx.iam.set_status(ctx.user_name, new.key_id, KeyStatus.INACTIVE)
         get_run_logger().info("Deactivated new key %s of %r", new.key_id, ctx.user_name)
+    return True
 
 
 @task(name="cancel-pending-runs", **STEP)

@@ -22,9 +22,10 @@ from prefect.runtime import deployment
 
 from keyrotor.context import RotationContext
 from keyrotor.durations import format_duration
+from keyrotor.errors import AwsUnavailable, VaultUnavailable
 from keyrotor.logic import Quiet
 from keyrotor.model import LastUsed, Phase, RotationState, Wait, utcnow
-from keyrotor.prefect_api import suspend_current_run
+from keyrotor.prefect_api import suspend_current_run, this_server
 from keyrotor.tasks.keys import OldKeyCheck, check_old_key, stop_waiting
 from keyrotor.tasks.pause import stop_if_suspended
 
@@ -47,7 +48,15 @@ def wait_until_old_key_is_quiet(ctx: RotationContext, state: RotationState) -> W
         clear_wait(ctx)
         return Waited(state)
     while True:
-        check = check_old_key(ctx, state)
+        try:
+            check = check_old_key(ctx, state)
+        except (AwsUnavailable, VaultUnavailable) as error:  # a missed look, not a failure, until the deadline
+            if state.wait_deadline is not None and utcnow() >= state.wait_deadline:
+                raise
+            poll = state.timing("poll_interval")
+            get_run_logger().warning("Missed a look at the old key (%s); looking again in %s", error, poll)
+            _sleep_watching_for_pause(ctx, state, utcnow() + poll)
+            continue
         if check.decision.outcome is Quiet.QUIET:
             clear_wait(ctx)
             return Waited(state, evidence=check.last_used)
@@ -57,9 +66,13 @@ def wait_until_old_key_is_quiet(ctx: RotationContext, state: RotationState) -> W
         if can_park(ctx):
             return Waited(state, parked=park(ctx, state, check))
         assert check.decision.next_check_at is not None
-        while (remaining := (check.decision.next_check_at - utcnow()).total_seconds()) > 0:
-            time.sleep(min(remaining, PAUSE_CHECK_SECONDS))
-            stop_if_suspended(ctx, state)
+        _sleep_watching_for_pause(ctx, state, check.decision.next_check_at)
+
+
+def _sleep_watching_for_pause(ctx: RotationContext, state: RotationState, until: datetime) -> None:
+    while (remaining := (until - utcnow()).total_seconds()) > 0:
+        time.sleep(min(remaining, PAUSE_CHECK_SECONDS))
+        stop_if_suspended(ctx, state)
 
 
 def can_park(ctx: RotationContext) -> bool:
@@ -86,6 +99,7 @@ def park(ctx: RotationContext, state: RotationState, check: OldKeyCheck) -> Wait
         next_check_at=check.decision.next_check_at,
         parked_at=now,
         last_check=evidence(check, now),
+        prefect_api=this_server(),
     )
     index = ctx.waiting
     current = index.read(ctx.account_id, ctx.user_name)

@@ -18,6 +18,7 @@ or ``wake-rotations`` runs can offer to wake, and another takes over within a le
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable
@@ -32,7 +33,16 @@ from keyrotor.connect import Connections, whoami
 from keyrotor.errors import KeyrotorError, RotationConflict
 from keyrotor.logic import Quiet, check_quiet
 from keyrotor.model import RotationState, Wait, utcnow
-from keyrotor.prefect_api import WAITING, deployment_ids, force_state, prefect_call, read_run, resume_run, runs_of
+from keyrotor.prefect_api import (
+    WAITING,
+    deployment_ids,
+    force_state,
+    prefect_call,
+    read_run,
+    resume_run,
+    runs_of,
+    this_server,
+)
 from keyrotor.records import LeaseRecord
 from keyrotor.tasks.lease import Lease
 from keyrotor.tasks.pause import hold_rotation
@@ -79,6 +89,7 @@ class Waker:
         self._deployments: dict[str, Any] = {}
         self._fleet_shown = ""
         self._revived: dict[str, int] = {}
+        self.server = this_server()
 
     # --- one sweep ----------------------------------------------------------------------------------------------
     def sweep(self) -> SweepReport:
@@ -117,6 +128,9 @@ class Waker:
                 continue
             wait = index.read(*key)
             if wait is None:
+                continue
+            if wait.prefect_api and wait.prefect_api != self.server:
+                self._cache[key] = wait.evolve(held=True)  # another Prefect server's run: its wakers' business
                 continue
             if resumed is not None:
                 wait_id, at = resumed
@@ -323,10 +337,18 @@ def _runs_of(state: RotationState) -> set[str]:
 
 
 def waker_lease(connections: Connections) -> Lease:
-    """The lease that makes one waker the active one (renewed like a rotation's lease)."""
+    """The lease that makes one waker the active one, per Prefect server (renewed like a rotation's lease).
+
+    Two Prefect servers may share one Vault (staging and production, say): each has its own waker, and each waker
+    resumes only the runs that live on its server.
+    """
     settings = connections.settings
     ttl = max(settings.lease_ttl, settings.waker_interval * 3)
-    return Lease(LeaseRecord(connections.kv, settings.waker_lease_path), holder=f"{whoami()}, waker", ttl=ttl)
+    server = this_server()
+    path = settings.waker_lease_path + (f"-{hashlib.sha256(server.encode()).hexdigest()[:10]}" if server else "")
+    return Lease(
+        LeaseRecord(connections.kv, path), holder=f"{whoami()}, waker of {server or 'a temporary server'}", ttl=ttl
+    )
 
 
 def keep_waking(

@@ -17,7 +17,6 @@ from prefect.flow_runs import resume_flow_run
 
 from keyrotor.apps import SimulatedApp
 from keyrotor.model import Phase
-from keyrotor.prefect_api import suspend_run
 from tests.helpers import keyrotor_cli
 from tests.integration.test_rotate import active_keys, all_keys, assert_rotated
 
@@ -60,10 +59,13 @@ def schedule_rotation(user: str, **parameters: object) -> str:
     return str(run.id)
 
 
-@pytest.mark.parametrize("how", ["ui-pause/cli-resume", "cli-pause/ui-resume"])
+@pytest.mark.parametrize("how", ["ui-deployment-pause/cli-resume", "cli-pause/ui-resume"])
 def test_paused_during_the_wait_holds_no_process_and_resumes_to_the_end(
     how, iam, connections, user_factory, stack_environ, served
 ) -> None:
+    """While it waits, a rotation is parked (its run Suspended as "Waiting"); the UI's own Pause is not offered
+    then, so an operator pauses it with `keyrotor pause` or by running the pause-rotation deployment, and
+    resumes it with `keyrotor resume` or the UI's Resume (the same API call)."""
     user = user_factory("pause")
     old = active_keys(iam, user)[0]
     records = connections.records(user)
@@ -73,7 +75,11 @@ def test_paused_during_the_wait_holds_no_process_and_resumes_to_the_end(
         run_id = schedule_rotation(user, quiet_period="8s")
         wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.PUBLISHED, "the wait")
         if how.startswith("ui"):
-            suspend_run(run_id, timedelta(minutes=5))  # the same call the UI's Pause makes
+            pause_run = run_deployment(
+                "pause-rotation/pause-rotation", parameters={"user_name": user}, timeout=120, poll_interval=1
+            )
+            assert pause_run.state is not None and pause_run.state.is_completed(), pause_run.state
+            assert pause_run.name == f"pause {user}"
         else:
             paused = keyrotor_cli(stack_environ, "pause", user)
             assert paused.returncode == 0, paused.stderr
@@ -225,7 +231,7 @@ def test_rollback_of_a_paused_rotation(iam, connections, user_factory, stack_env
     records = connections.records(user)
     run_id = schedule_rotation(user, quiet_period="30s")
     wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.PUBLISHED, "the wait")
-    suspend_run(run_id)
+    assert keyrotor_cli(stack_environ, "pause", user).returncode == 0
     wait_for(lambda: records.load_state().paused_run_id == run_id, "the durable pause")
     report = rollback_and_check(iam, connections, stack_environ, user, old)
     assert run_id in report["rollback"]["cancelled_runs"]
@@ -313,3 +319,31 @@ def test_pause_with_the_prefect_server_down_names_it_and_exits_9(connections, us
         text = " ".join(result.stderr.split())
         assert "Prefect server at http://127.0.0.1:9/api" in text and "PREFECT_API_URL" in text, text
         assert "Traceback" not in result.stderr
+
+
+def test_rollback_of_a_first_rotation_keeps_every_reader_of_vault_working(
+    iam, connections, user_factory, stack_environ
+) -> None:
+    """Vault held no secret before the user's first rotation: rolling back cannot restore one, so the new key that
+    Vault names stays active (and the old key is active again); no application reading Vault breaks."""
+    user = user_factory("rb-first", publish=False)
+    old = active_keys(iam, user)[0]
+    records = connections.records(user)
+    app = SimulatedApp(user, records, refresh=0.3, interval=0.2)
+    app.start()
+    try:
+        rotated = keyrotor_cli(stack_environ, "rotate", user, "--local", "--grace-period", "10m", "--json")
+        assert rotated.returncode == 0, rotated.stderr
+        new = json.loads(rotated.stdout)["new_key_id"]
+        rolled = keyrotor_cli(stack_environ, "rollback", user, "--json")
+        assert rolled.returncode == 0, rolled.stderr[-3000:]
+        time.sleep(2)  # the application goes on reading Vault and calling AWS
+    finally:
+        stats = app.stop()
+    report = json.loads(rolled.stdout)
+    assert report["phase"] == "rolled_back" and report["rollback"]["new_key_kept"] is True
+    assert all_keys(iam, user) == {old: "Active", new: "Active"}
+    assert records.published().key_id == new
+    assert stats.calls > 5 and stats.errors == [], stats.errors[:3]
+    outlook = json.loads(keyrotor_cli(stack_environ, "status", user, "--json").stdout)["outlook"]
+    assert "still names the new key" in outlook["doing"] and outlook["needs_person"]

@@ -63,6 +63,7 @@ def fleet(iam, connections, user_factory, stack_environ):  # type: ignore[no-unt
     user("unused", 1, 60, [None], publish=None)  # never used, 60 days old
     user("exempt", 1, 400, [None], tags={"keyrotor:exempt": "true"})
     user("fails", 1, 120, [0.5])
+    user("blocked", 1, 120, [0.5])
     user("fine", 1, 5, [0.1])
     return run, users, keys
 
@@ -115,19 +116,22 @@ def test_remediation_ends_compliant_except_the_person_and_the_injected_failure(
         env = {k: v for k, v in stack_environ.items() if k != "PREFECT_API_URL"}
         env["PREFECT_HOME"] = str(request.getfixturevalue("tmp_path"))
     run, users, keys = fleet
-    # Inject a failure: the user's rotation is recorded as paused by another flow run, so it must refuse.
+    # Inject trouble: one user's rotation is recorded as paused by another flow run (in progress: no second one
+    # starts), another's record cannot be read (a person must look); neither stops the others.
     blocked = RotationState(
         "blocked01",
-        users["fails"],
+        users["blocked"],
         connections.account_id,
         Phase.PUBLISHED,
         {"quiet_period": 1, "poll_interval": 1, "max_wait": 60, "grace_period": 0},
         datetime.now(UTC),
         "test",
-        old_key_id=keys["fails"][0],
+        old_key_id=keys["blocked"][0],
         paused_run_id=str(uuid.uuid4()),
     )
-    connections.records(users["fails"]).save_state(blocked, "test")
+    connections.records(users["blocked"]).save_state(blocked, "test")
+    unreadable = connections.records(users["fails"])
+    unreadable.kv.write(unreadable.paths.state, {"phase": "no-such-phase"}, cas=None)
     busy_before = all_keys(iam, users["two-busy"])
 
     result = keyrotor_cli(
@@ -144,11 +148,17 @@ def test_remediation_ends_compliant_except_the_person_and_the_injected_failure(
         "0.5s",
         "--grace-period",
         "0s",
+        *(["--wait"] if where == "served" else []),
         timeout=400,
     )
-    assert result.returncode == 1, result.stderr[-3000:]  # a failure and a person needed
+    assert result.returncode == 1, result.stderr[-3000:]  # people needed
     outcomes = {o["user"]: o for o in json.loads(result.stdout)["outcomes"]}
-    assert outcomes[users["fails"]]["outcome"] == "failed" and "paused" in outcomes[users["fails"]]["reason"]
+    assert outcomes[users["fails"]]["outcome"] == "needs-a-person"
+    assert "cannot read" in outcomes[users["fails"]]["reason"]
+    assert (
+        outcomes[users["blocked"]]["outcome"] == "in-progress"
+        and "has not ended" in outcomes[users["blocked"]]["reason"]
+    )
     assert outcomes[users["two-busy"]]["outcome"] == "needs-a-person"
     for case in ("old", "two-vault", "unused"):
         assert outcomes[users[case]]["outcome"] == "completed", outcomes[users[case]]
@@ -176,4 +186,4 @@ def test_remediation_ends_compliant_except_the_person_and_the_injected_failure(
 
     audit = keyrotor_cli(stack_environ, "audit", "--json", "--user", f"rem-{run}-*")
     flagged = {finding["user"] for finding in json.loads(audit.stdout)["findings"]}
-    assert flagged == {users["two-busy"], users["fails"]}
+    assert flagged == {users["two-busy"], users["fails"], users["blocked"]}

@@ -203,3 +203,69 @@ def test_two_runners_share_a_fleet_and_one_killed_loses_nothing(iam, connections
         ranks = [s.phase.rank for s in history]
         assert ranks == sorted(ranks), f"{user}'s phases went backwards: {[s.phase.value for s in history]}"
         assert history[-1].phase is Phase.COMPLETED
+
+
+OUTAGE = 120.0  # seconds: IAM/STS, Vault and the Prefect server all down at once
+
+
+def outage_env(own_server: dict[str, str], iam_proxy: Any, vault_proxy: Any) -> dict[str, str]:
+    """keyrotor behind the proxies, patient for a little longer than the outage (the shipped defaults: 5 min)."""
+    return {
+        **own_server,
+        "AWS_ENDPOINT_URL": iam_proxy.url,
+        "VAULT_ADDR": vault_proxy.url,
+        "KEYROTOR_AWS_RETRY_TIMEOUT": "4m",
+        "KEYROTOR_VAULT_RETRY_TIMEOUT": "4m",
+        "KEYROTOR_VERIFY_TIMEOUT": "4m",
+        "KEYROTOR_LEASE_TTL": "10s",
+    }
+
+
+def everything_down(iam_proxy: Any, vault_proxy: Any) -> None:
+    """IAM/STS and Vault refuse keyrotor for OUTAGE seconds, and the Prefect server is stopped for as long."""
+    iam_proxy.down(OUTAGE)
+    vault_proxy.down(OUTAGE)
+    folder = OUTPUT / "own-prefect"
+    recorded = read_stack(folder)
+    assert recorded is not None
+    port = recorded.services["prefect"].port
+    LocalStack(recorded.stack_dir, recorded.vault_token, {"prefect": recorded.services["prefect"]}).stop()
+    time.sleep(OUTAGE)
+    LocalStack.start(folder, StackPorts(0, 0, port), services=("prefect",))
+
+
+@pytest.mark.parametrize("when", ["during-the-wait", "during-a-step"])
+def test_iam_vault_and_prefect_down_for_two_minutes_and_the_rotation_finishes_without_a_rerun(
+    when, iam, connections, user_factory, stack_environ, own_server
+) -> None:
+    from keyrotor.apps import SimulatedApp
+    from keyrotor.stack.faults import FaultProxy
+
+    user = user_factory("outage")
+    old = active_keys(iam, user)[0]
+    records = connections.records(user)
+    app = SimulatedApp(user, records, refresh=0.5)  # talks to moto and OpenBao directly: they stay up
+    app.start()
+    with (
+        FaultProxy(stack_environ["AWS_ENDPOINT_URL"]) as iam_proxy,
+        FaultProxy(stack_environ["VAULT_ADDR"], vault=True) as vault_proxy,
+    ):
+        env = outage_env(own_server, iam_proxy, vault_proxy)
+        stall = {"KEYROTOR_STALL": "saved-created:3"} if when == "during-a-step" else {}
+        runner = Runner(env, f"runner-outage-{when}", **stall)
+        try:
+            run_id = start_rotation(env, user, quiet_period="10s")
+            if when == "during-the-wait":
+                wait_for(lambda: connections.waiting.read(connections.account_id, user), "the rotation to park")
+            else:  # stalled right after recording the new key: the outage starts before it is verified
+                wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.CREATED, "the step")
+            everything_down(iam_proxy, vault_proxy)
+            wait_for(lambda: state_of(env, run_id).is_final(), "the rotation to finish after the outage", timeout=300)
+        finally:
+            runner.stop()
+            stats = app.stop()
+    assert state_of(own_server, run_id).is_completed(), state_of(own_server, run_id)
+    assert_rotated(iam, connections, user, old)
+    assert stats.errors == [], stats.errors[:3]
+    history = list(reversed(records.state_history()))
+    assert len({s.rotation_id for s in history}) == 1 and len({s.new_key_id for s in history if s.new_key_id}) == 1

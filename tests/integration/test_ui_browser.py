@@ -17,7 +17,6 @@ import re
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,8 +24,9 @@ import pytest
 
 from keyrotor.deployments.table import NAMES
 from keyrotor.model import Phase
-from keyrotor.prefect_api import suspend_run
+from keyrotor.prefect_api import WAITING
 from tests.conftest import OUTPUT
+from tests.helpers import keyrotor_cli
 from tests.integration.test_operate import processes_of, run_state, schedule_rotation, wait_for
 from tests.integration.test_rotate import active_keys, assert_rotated
 
@@ -117,7 +117,7 @@ def screenshot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
 
 
 def test_deployments_visible_and_paused_rotation_resumed_by_click(  # type: ignore[no-untyped-def]
-    browser_installed, ui_page, served, iam, connections, user_factory
+    browser_installed, ui_page, served, iam, connections, user_factory, stack_environ
 ) -> None:
     from playwright.sync_api import expect
 
@@ -137,7 +137,9 @@ def test_deployments_visible_and_paused_rotation_resumed_by_click(  # type: igno
             expect(row, f"{scheduled}'s schedule is shown whole, not collapsed to +1").not_to_contain_text("+1")
         screenshot(page, "ui-deployments.png")
 
-        # (b) A rotation scheduled as the UI's "Run" does, suspended during its wait as the UI's "Pause" does.
+        # (b) A rotation scheduled as the UI's "Run" does. While its old key has not been quiet long enough it is
+        # parked: its run shows "Waiting" and holds no process. An operator pauses it (the UI's own Pause is not
+        # offered for a suspended run; `keyrotor pause` or the pause-rotation deployment is).
         user = user_factory("ui")
         old = active_keys(iam, user)[0]
         records = connections.records(user)
@@ -145,14 +147,17 @@ def test_deployments_visible_and_paused_rotation_resumed_by_click(  # type: igno
         # would hand back an un-awaited coroutine: schedule from a thread of its own, with this thread's
         # context (Prefect's settings, PREFECT_API_URL among them, are context variables).
         with ThreadPoolExecutor(max_workers=1) as pool:
-            run_id = pool.submit(contextvars.copy_context().run, schedule_rotation, user, quiet_period="30s").result(
+            run_id = pool.submit(contextvars.copy_context().run, schedule_rotation, user, quiet_period="12s").result(
                 timeout=60
             )
-        wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.PUBLISHED, "the wait")
-        suspend_run(run_id, timedelta(minutes=10))
-        wait_for(lambda: records.load_state().paused_run_id == run_id, "the durable pause")
-        assert run_state(run_id).is_paused()
-        wait_for(lambda: not processes_of(run_id), "the paused run's process to exit", timeout=30)
+        wait_for(lambda: run_state(run_id).name == WAITING, "the rotation to park")
+        wait_for(lambda: not processes_of(run_id), "the parked run's process to exit", timeout=30)
+        page.goto(f"{base}runs/flow-run/{run_id}")
+        expect(page.get_by_text(WAITING, exact=True).first).to_be_visible()
+        screenshot(page, "ui-waiting.png")
+        paused = keyrotor_cli(stack_environ, "pause", user)
+        assert paused.returncode == 0, paused.stderr
+        assert records.load_state().paused_run_id == run_id and run_state(run_id).name == "Suspended"
 
         # (c) Its flow run page shows it Suspended; click "Resume" and confirm in the modal.
         page.goto(f"{base}runs/flow-run/{run_id}")
@@ -163,7 +168,9 @@ def test_deployments_visible_and_paused_rotation_resumed_by_click(  # type: igno
         expect(dialog).to_contain_text("resume")
         dialog.get_by_role("button", name=re.compile(r"^\s*(Submit|Resume|Confirm)\s*$")).click()
         expect(dialog).to_be_hidden()
-        wait_for(lambda: not run_state(run_id).is_paused(), "the click to resume the run", timeout=30)
+        wait_for(
+            lambda: records.load_state().paused_run_id is None, "the resumed run to take the pause off", timeout=60
+        )
         expect(page.get_by_text("Suspended", exact=True)).to_have_count(0, timeout=UI_TIMEOUT_MS)
         screenshot(page, "ui-resumed.png")
 

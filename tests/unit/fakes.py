@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from keyrotor.errors import PreconditionFailed, RotationConflict, TransientError
+from keyrotor.errors import CreateAnswerLost, KeyNotAccepted, PreconditionFailed, RotationConflict, TransientError
 from keyrotor.model import AccessKey, KeyStatus, LastUsed, NewCredentials
 from keyrotor.vault import KVRecord
 
@@ -23,6 +23,8 @@ class FakeIam:
         self.secrets: dict[str, str] = {}
         self.used: dict[str, LastUsed] = {}
         self.verifies = verifies
+        self.sts_down = False
+        self.lost_create_answers = 0
 
     def add_user(self, name: str, keys: int = 1) -> list[str]:
         self.users[name] = {}
@@ -44,6 +46,9 @@ class FakeIam:
         key_id = f"AKIAFAKE{next(_ids):012d}"
         self.users[user_name][key_id] = AccessKey(key_id, KeyStatus.ACTIVE, datetime.now(UTC))
         self.secrets[key_id] = f"secret-{key_id}"
+        if self.lost_create_answers:
+            self.lost_create_answers -= 1
+            raise CreateAnswerLost("the connection dropped after IAM created the key")
         return NewCredentials(key_id, SecretStr(self.secrets[key_id]))
 
     def set_status(self, user_name: str, key_id: str, status: KeyStatus) -> None:
@@ -57,8 +62,10 @@ class FakeIam:
         return self.used.get(key_id, LastUsed(key_id, None))
 
     def caller_arn(self, credentials: NewCredentials) -> str:
+        if self.sts_down:
+            raise TransientError("cannot reach STS")
         if not self.verifies:
-            raise TransientError("not accepted yet")
+            raise KeyNotAccepted("not accepted yet")
         user = next(name for name, keys in self.users.items() if credentials.key_id in keys)
         return f"arn:aws:iam::123456789012:user/{user}"
 
@@ -71,6 +78,7 @@ class FakeKV:
 
     def __init__(self) -> None:
         self.paths: dict[str, list[dict[str, Any] | None]] = {}
+        self.lost_answers = 0  # the next writes land, but their answers are lost and the retry meets them
 
     def check(self) -> None:
         return None
@@ -90,7 +98,19 @@ class FakeKV:
         if cas is not None and cas != self.current_version(path):
             raise RotationConflict("check-and-set failed")
         self.paths.setdefault(path, []).append(dict(data))
+        if self.lost_answers:
+            self.lost_answers -= 1
+            raise RotationConflict("check-and-set failed")  # what the retry of a write that landed meets
         return KVRecord(dict(data), self.current_version(path), "2026-01-01T00:00:00Z")
+
+    def list(self, path: str) -> list[str]:
+        prefix = path.rstrip("/") + "/"
+        names = set()
+        for key in self.paths:
+            if key.startswith(prefix) and self.paths[key]:
+                rest = key[len(prefix) :]
+                names.add(rest.split("/")[0] + "/" if "/" in rest else rest)
+        return sorted(names)
 
     def keep_versions(self, path: str, count: int) -> None:
         return None

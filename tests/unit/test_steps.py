@@ -9,7 +9,7 @@ import pytest
 from prefect.logging import disable_run_logger
 
 from keyrotor.context import RotationContext
-from keyrotor.errors import PreconditionFailed, RotationConflict, VerificationFailed
+from keyrotor.errors import AwsError, PreconditionFailed, RotationConflict, VerificationFailed
 from keyrotor.model import KeyStatus, Phase, RotationState, utcnow
 from keyrotor.records import RotationRecords, UserPaths, WaitingIndex
 from keyrotor.settings import Settings, Timings
@@ -152,3 +152,54 @@ def test_a_lease_taken_over_is_known_lost() -> None:
     first.renew()
     with pytest.raises(RotationConflict):
         first.assert_held()
+
+
+def test_an_sts_outage_during_verification_keeps_the_new_key_for_the_next_run() -> None:
+    """Only an answer that says the credentials are wrong counts against the key: throttling, 5xx and dropped
+    connections until the verify timeout leave the key (and its stashed secret) for the next run."""
+    iam, kv = FakeIam(), FakeKV()
+    (old,) = iam.add_user("alice")
+    ctx = context(iam, kv)
+    state = create_new_key.fn(ctx, started(ctx, old))
+    iam.sts_down = True
+    with pytest.raises(AwsError, match="could not verify the new key .* It is kept"):
+        verify_new_key.fn(ctx, state)
+    assert {key.key_id for key in iam.list_keys("alice")} == {old, state.new_key_id}
+    assert ctx.records.stashed() is not None and ctx.records.load_state().phase is Phase.CREATED
+    iam.sts_down = False
+    assert verify_new_key.fn(ctx, ctx.records.load_state()).phase is Phase.VERIFIED
+
+
+def test_an_answer_lost_after_create_access_key_leaves_no_key_without_its_secret() -> None:
+    """IAM created the key but the answer never arrived: that key is found and deleted, and a new one created."""
+    iam, kv = FakeIam(), FakeKV()
+    (old,) = iam.add_user("alice")
+    ctx = context(iam, kv)
+    iam.lost_create_answers = 1
+    state = create_new_key.fn(ctx, started(ctx, old))
+    keys = {key.key_id for key in iam.list_keys("alice")}
+    assert keys == {old, state.new_key_id}, "exactly the old key and the one whose secret is stashed"
+    assert ctx.records.stashed().key_id == state.new_key_id
+
+
+def test_a_state_write_whose_answer_was_lost_is_recognised_as_its_own() -> None:
+    iam, kv = FakeIam(), FakeKV()
+    (old,) = iam.add_user("alice")
+    ctx = context(iam, kv)
+    state = started(ctx, old)
+    kv.lost_answers = 1
+    saved = ctx.save(state.evolve(phase=Phase.CREATED))
+    assert saved.version == ctx.records.load_state().version and ctx.records.load_state().phase is Phase.CREATED
+
+
+def test_a_lease_write_whose_answer_was_lost_is_taken_not_waited_for() -> None:
+    iam, kv = FakeIam(), FakeKV()
+    iam.add_user("alice")
+    ctx = context(iam, kv)
+    lease = Lease(ctx.records, holder="test", ttl=timedelta(seconds=60))
+    kv.lost_answers = 1
+    lease.acquire()
+    lease.assert_held()
+    kv.lost_answers = 1
+    lease.renew()
+    lease.assert_held()
