@@ -105,7 +105,8 @@ class Boto3Iam:
         self._session = session or boto3.Session()
         self._config = Config(retries={"mode": "standard", "max_attempts": max_attempts})
         self._iam = self._session.client("iam", config=self._config)
-        self._iam_once = self._session.client("iam", config=Config(retries={"mode": "standard", "max_attempts": 1}))
+        once = Config(retries={"mode": "standard", "total_max_attempts": 1})  # max_attempts counts retries only
+        self._iam_once = self._session.client("iam", config=once)
         self._sts = self._session.client("sts", config=self._config)
         self._account_id: str | None = None
         self._retry_for = retry_for

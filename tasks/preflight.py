@@ -14,7 +14,7 @@ from keyrotor.durations import format_duration
 from keyrotor.errors import PreconditionFailed, RotationConflict
 from keyrotor.logic import plan_slots
 from keyrotor.model import AccessKey, Phase, RotationState, utcnow
-from keyrotor.prefect_api import run_state
+from keyrotor.prefect_api import WAITING, run_state
 from keyrotor.settings import Settings, Timings
 from keyrotor.tasks import STEP
 
@@ -120,19 +120,19 @@ def continue_recorded(
             f"a rollback of rotation {previous.rotation_id} started at {previous.rollback_started_at.isoformat()} "
             f"and did not finish; run `keyrotor rollback {ctx.user_name}` to finish it"
         )
-    parked = ctx.waiting.read(ctx.account_id, ctx.user_name)
-    if parked is not None and parked.flow_run_id != ctx.flow_run_id and _alive_in_prefect(parked.flow_run_id):
-        raise RotationConflict(
-            f"rotation {previous.rotation_id} of {ctx.user_name!r} is waiting in flow run {parked.flow_run_id} for its "
-            f"old key to go quiet (next check at {parked.next_check_at.isoformat(timespec='seconds')}); it holds no "
-            f"process. See `keyrotor status {ctx.user_name}`; pause, resume or roll it back instead"
-        )
     paused_run = previous.paused_run_id or _paused_in_prefect(previous.last_flow_run_id)
     if paused_run and paused_run != ctx.flow_run_id:
         raise RotationConflict(
             f"rotation {previous.rotation_id} of {ctx.user_name!r} is paused (flow run {paused_run}"
             f"{', since ' + previous.paused_at.isoformat() if previous.paused_at else ''}); resume it in the "
             f"Prefect UI or with `keyrotor resume {ctx.user_name}`, or roll it back"
+        )
+    parked = ctx.waiting.read(ctx.account_id, ctx.user_name)
+    if parked is not None and parked.flow_run_id != ctx.flow_run_id and _alive_in_prefect(parked.flow_run_id):
+        raise RotationConflict(
+            f"rotation {previous.rotation_id} of {ctx.user_name!r} is waiting in flow run {parked.flow_run_id} for its "
+            f"old key to go quiet (next check at {parked.next_check_at.isoformat(timespec='seconds')}); it holds no "
+            f"process. See `keyrotor status {ctx.user_name}`; pause, resume or roll it back instead"
         )
     changes: dict[str, object] = {}
     if previous.paused_run_id:
@@ -186,7 +186,7 @@ def _paused_in_prefect(run_id: str | None) -> str | None:
         current = run_state(run_id)
     except Exception:  # noqa: BLE001 - Prefect's API being unreachable must not block a rotation
         return None
-    return run_id if current is not None and current.is_paused() else None
+    return run_id if current is not None and current.is_paused() and current.name != WAITING else None
 
 
 @task(name="load-rotation", **STEP)

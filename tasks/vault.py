@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from keyrotor.context import RotationContext
-from keyrotor.errors import PreconditionFailed
+from keyrotor.errors import PreconditionFailed, RotationConflict, VaultUnavailable
 from keyrotor.failpoints import failpoint
 from keyrotor.model import Phase, RotationState
 from keyrotor.records import Published
@@ -36,7 +36,13 @@ def publish_new_key(ctx: RotationContext, state: RotationState) -> RotationState
                 "roll back this rotation and start again"
             )
         previous = current.version if current else 0
-        published = ctx.records.publish(credentials, cas=previous)
+        try:
+            published = ctx.records.publish(credentials, cas=previous)
+        except (RotationConflict, VaultUnavailable):  # the write may have landed and its answer been lost
+            landed = ctx.records.published()
+            if landed is None or landed.key_id != state.new_key_id:
+                raise
+            published = landed
         failpoint("after-publish")
     published_at = parse_vault_time(published.created_time)
     state = ctx.save(

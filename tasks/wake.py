@@ -105,6 +105,7 @@ class Waker:
         if self._last_recovery is None or now - self._last_recovery >= self.recovery_interval:
             self._last_recovery = now
             self._recover(now, report)
+            self._cache.clear()  # read every record afresh at the next sweep: nothing stays stale for long
         due = [wait.next_check_at for wait in self._cache.values() if not wait.held]
         report.next_due = min(due) if due else None
         return report
@@ -124,8 +125,9 @@ class Waker:
             del self._resumed[key]
         for key in listed:
             resumed = self._resumed.get(key)
-            if key in self._cache and resumed is None:
-                continue
+            cached = self._cache.get(key)
+            if cached is not None and resumed is None and not cached.held:
+                continue  # held ones are read again each sweep: a resume or a new park replaces them
             wait = index.read(*key)
             if wait is None:
                 continue

@@ -160,7 +160,7 @@ def test_bad_input_exits_2_with_a_clear_error(
 def test_an_unreachable_aws_exits_8(stack_environ: dict[str, str]) -> None:
     env = {**stack_environ, "AWS_ENDPOINT_URL": f"http://{LOOPBACK}:9", "KEYROTOR_AWS_MAX_ATTEMPTS": "1"}
     status, output = audit_json(env)
-    assert status == 8 and output["error"] == "AwsError"
+    assert status == 8 and output["error"] == "AwsUnavailable" and "cannot reach AWS" in output["message"]
 
 
 def test_key_ids_resolve_for_the_users_acted_on(iam: Any, account: Account) -> None:
