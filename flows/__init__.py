@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from prefect import get_run_logger
+from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
 from keyrotor.errors import KeyrotorError
@@ -18,6 +20,21 @@ def refused(error: KeyrotorError) -> State:
     """
     get_run_logger().error("%s: %s", type(error).__name__, error)
     return Failed(message=f"{type(error).__name__}: {error}", data=error)
+
+
+def run_name(verb: str, key: bool = False) -> Callable[[], str]:
+    """A flow run's name after what it does and to whom: ``rotate alice``, ``retire AKIA... of alice in 111122223333``
+    (the account only when one was given)."""
+
+    def name() -> str:
+        parameters = flow_run.parameters
+        who = str(parameters.get("user_name", "?"))
+        if key:
+            who = f"{parameters.get('key_id', '?')} of {who}"
+        account = parameters.get("account_id")
+        return f"{verb} {who}" + (f" in {account}" if account else "")
+
+    return name
 
 
 class _NoTracebackForRefusals(logging.Filter):

@@ -11,7 +11,7 @@ from prefect.settings import get_current_settings
 from prefect.states import State
 
 from keyrotor.errors import KeyrotorError
-from keyrotor.flows import refused
+from keyrotor.flows import refused, run_name
 from keyrotor.inputs import check_user_name
 from keyrotor.model import Phase, utcnow
 from keyrotor.settings import Settings
@@ -30,8 +30,8 @@ def early_start_tolerance() -> timedelta:
     return timedelta(seconds=prefetch + 10)
 
 
-@flow(name="delete-old-key", flow_run_name="delete old key of {user_name}", persist_result=False)
-def delete_old_key_after_grace(user_name: str) -> dict[str, Any] | State:
+@flow(name="delete-old-key", flow_run_name=run_name("delete old key of"), persist_result=False)
+def delete_old_key_after_grace(user_name: str, account_id: str | None = None) -> dict[str, Any] | State:
     """Delete ``user_name``'s deactivated old key if its grace period is over, completing the rotation.
 
     Safe to run at any time: it changes nothing before the grace period ends (a run that starts a little early,
@@ -39,7 +39,7 @@ def delete_old_key_after_grace(user_name: str) -> dict[str, Any] | State:
     """
     try:
         check_user_name(user_name)
-        ctx = preflight(user_name, Settings())
+        ctx = preflight(user_name, Settings(), account_id, "delete")
         with rotation_lease(ctx) as ctx:
             state = load_rotation(ctx)
             early = state.delete_after - utcnow() if state.delete_after else timedelta(0)

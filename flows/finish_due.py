@@ -23,12 +23,13 @@ def finish_due_deletions() -> dict[str, Any]:
     logger = get_run_logger()
     done: list[str] = []
     failed: dict[str, str] = {}
-    for user_name in due_deletions(Settings()):
+    for account_id, user_name in due_deletions(Settings()):
+        who = f"{account_id}/{user_name}"
         try:
-            delete_old_key_after_grace(user_name=user_name)
-            done.append(user_name)
+            delete_old_key_after_grace(user_name=user_name, account_id=account_id)
+            done.append(who)
         except KeyrotorError as error:
-            failed[user_name] = str(error)
-            logger.warning("Could not finish %r: %s", user_name, error)
+            failed[who] = str(error)
+            logger.warning("Could not finish %s: %s", who, error)
     logger.info("Finished %d due deletion(s); %d failed", len(done), len(failed))
     return {"finished": done, "failed": failed}

@@ -6,20 +6,24 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.states import State
 
+from keyrotor.accounts import check_account_id
 from keyrotor.connect import Connections
 from keyrotor.errors import KeyrotorError
-from keyrotor.flows import refused
+from keyrotor.flows import refused, run_name
 from keyrotor.inputs import check_user_name
 from keyrotor.operate import pause_rotation
 
 
-@flow(name="pause-rotation", flow_run_name="pause {user_name}", persist_result=False)
-def pause_rotation_flow(user_name: str) -> str | State:
+@flow(name="pause-rotation", flow_run_name=run_name("pause"), persist_result=False)
+def pause_rotation_flow(user_name: str, account_id: str | None = None) -> str | State:
     """Pause ``user_name``'s rotation until someone resumes it (the UI's Resume on its run, or
     ``keyrotor resume USER``); returns the id of the paused flow run."""
     try:
         check_user_name(user_name)
-        run_id = pause_rotation(Connections.from_settings(), user_name)
+        if account_id is not None:
+            check_account_id(account_id)
+        connections = Connections.from_settings().for_account(account_id, f"pause-{user_name}")
+        run_id = pause_rotation(connections, user_name)
     except KeyrotorError as error:
         return refused(error)
     get_run_logger().info("Paused the rotation of %r (flow run %s): resume it on that run", user_name, run_id)

@@ -24,7 +24,7 @@ from keyrotor.flows.rotate import rotate_access_key
 from keyrotor.remediation import Action, UserPlan
 from keyrotor.tasks.remediate import (
     Remedies,
-    audit_account_task,
+    audit_accounts_task,
     plan_remediation,
     publish_audit_and_plan,
     publish_outcome,
@@ -44,6 +44,8 @@ def audit_and_remediate(
     max_wait: str | None = None,
     grace_period: str | None = None,
     accept_unsafe_quiet_period: bool = False,
+    accounts: list[str] | None = None,
+    organization: bool = False,
 ) -> dict[str, Any]:
     """Audit, publish the findings and the plan, then (unless ``dry_run``) remedy each flagged user.
 
@@ -56,6 +58,8 @@ def audit_and_remediate(
         max_wait: See quiet_period.
         grace_period: See quiet_period.
         accept_unsafe_quiet_period: Passed to every rotation and retirement (see rotate-access-key).
+        accounts: The AWS accounts to remediate (member accounts through KEYROTOR_ROLE_NAME); default: keyrotor's own.
+        organization: Every ACTIVE account of the organization instead.
     """
     settings = AuditSettings.load()
     timings: dict[str, str | bool | None] = {
@@ -65,13 +69,18 @@ def audit_and_remediate(
         "grace_period": grace_period,
         "accept_unsafe_quiet_period": accept_unsafe_quiet_period,
     }
-    result = audit_account_task(settings, users or [])
-    plans = plan_remediation(result, settings, timedelta(days=1), max(1, max_concurrency))
-    publish_audit_and_plan(result, plans)
-    report: dict[str, Any] = {"plans": [plan.to_json() for plan in plans], "exempt": [e.user for e in result.exempt]}
+    audited = audit_accounts_task(settings, users or [], accounts or [], organization)
+    plans = plan_remediation(audited, settings, timedelta(days=1), max(1, max_concurrency))
+    publish_audit_and_plan(audited, plans)
+    exempt = [e.user for result in audited.results.values() for e in result.exempt]
+    report: dict[str, Any] = {"plans": [plan.to_json() for plan in plans], "exempt": exempt}
+    not_audited = [
+        {"account_id": account, "user": None, "action": "audit", "outcome": "not audited", "reason": reason}
+        for account, reason in sorted(audited.failures.items())
+    ]
     if dry_run:
-        return report | {"dry_run": True}
-    outcomes = remedy_users(plans, timings, settings.unused_days, max(1, max_concurrency))
+        return report | {"dry_run": True, "not_audited": not_audited}
+    outcomes = not_audited + remedy_users(plans, timings, settings.unused_days, max(1, max_concurrency))
     publish_outcome(outcomes)
     return report | {"outcomes": outcomes, "summary": dict(Counter(o["outcome"] for o in outcomes))}
 
@@ -91,7 +100,13 @@ def remedy_users(
     waiting_ones = (Action.NOTHING, Action.NEEDS_PERSON, Action.IN_PROGRESS)
     actionable = [plan for plan in plans if plan.action not in waiting_ones]
     outcomes = [
-        {"user": plan.user, "action": plan.action.value, "outcome": _unacted(plan.action), "reason": plan.reason}
+        {
+            "account_id": plan.account_id,
+            "user": plan.user,
+            "action": plan.action.value,
+            "outcome": _unacted(plan.action),
+            "reason": plan.reason,
+        }
         for plan in plans
         if plan not in actionable
     ]
@@ -119,7 +134,7 @@ def remedy_users(
             counts[outcome["outcome"]] += 1
             progress = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
             logger.info("Progress %d/%d: %s", done, len(futures), progress)
-    return sorted(outcomes, key=lambda outcome: outcome["user"])
+    return sorted(outcomes, key=lambda outcome: (outcome["account_id"] or "", outcome["user"]))
 
 
 def _unacted(action: Action) -> str:

@@ -14,7 +14,7 @@ from prefect.exceptions import Pause
 from prefect.states import State
 
 from keyrotor.errors import KeyrotorError
-from keyrotor.flows import refused
+from keyrotor.flows import refused, run_name
 from keyrotor.inputs import check_quiet_period, check_user_name, resolve_timings
 from keyrotor.settings import Settings
 from keyrotor.tasks.lease import rotation_lease
@@ -26,7 +26,7 @@ from keyrotor.tasks.rotation import retire_old_key
 from keyrotor.tasks.wait import Waited, suspend_until_woken, wait_until_old_key_is_quiet
 
 
-@flow(name="retire-access-key", flow_run_name="retire {key_id} of {user_name}", persist_result=False)
+@flow(name="retire-access-key", flow_run_name=run_name("retire", key=True), persist_result=False)
 def retire_access_key(
     user_name: str,
     key_id: str,
@@ -37,6 +37,7 @@ def retire_access_key(
     max_wait: str | None = None,
     grace_period: str | None = None,
     accept_unsafe_quiet_period: bool = False,
+    account_id: str | None = None,
 ) -> dict[str, Any] | State:
     """Retire ``key_id`` of ``user_name``, keeping ``keep_key_id``.
 
@@ -51,6 +52,7 @@ def retire_access_key(
         grace_period: Keep it deactivated this long before deleting it.
         accept_unsafe_quiet_period: Allow a quiet period that cannot show the key unused (see rotate-access-key);
             a key retired for being unused (``min_idle_days``) has already shown it.
+        account_id: The AWS account of the user; default: the account of keyrotor's own credentials.
     """
     try:
         check_user_name(user_name)
@@ -62,7 +64,7 @@ def retire_access_key(
             check_quiet_period(timings.quiet_period, real_aws=settings.real_aws, accepted=accepted)
         overridden = any(value is not None for value in durations)
         min_idle = timedelta(days=min_idle_days) if min_idle_days is not None else None
-        ctx = preflight(user_name, settings)
+        ctx = preflight(user_name, settings, account_id, "retire")
         tag_this_run(ctx)
         with rotation_lease(ctx) as leased:
             state = start_retirement(leased, timings, overridden, key_id, keep_key_id, min_idle)

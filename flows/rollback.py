@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.states import State
 
 from keyrotor.errors import KeyrotorError
-from keyrotor.flows import refused
+from keyrotor.flows import refused, run_name
 from keyrotor.inputs import check_user_name
 from keyrotor.model import Phase
 from keyrotor.settings import Settings
@@ -29,8 +29,8 @@ PAUSE_FIRST = (
 )
 
 
-@flow(name="rollback-rotation", flow_run_name="roll back {user_name}", persist_result=False)
-def rollback_rotation(user_name: str) -> dict[str, Any] | State:
+@flow(name="rollback-rotation", flow_run_name=run_name("roll back"), persist_result=False)
+def rollback_rotation(user_name: str, account_id: str | None = None) -> dict[str, Any] | State:
     """Reactivate the old key, restore the previous secret in Vault, deactivate the new key, cancel the deletion.
 
     Works in every phase until the old key is deleted; after that it says so and changes nothing. Running it
@@ -38,7 +38,7 @@ def rollback_rotation(user_name: str) -> dict[str, Any] | State:
     """
     try:
         check_user_name(user_name)
-        ctx = preflight(user_name, Settings())
+        ctx = preflight(user_name, Settings(), account_id, "rollback")
         with rotation_lease(ctx, busy_hint=PAUSE_FIRST.format(user=user_name)) as ctx:
             state = start_rollback(ctx, load_rotation(ctx))
             if state.phase is not Phase.ROLLED_BACK:

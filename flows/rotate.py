@@ -18,7 +18,7 @@ from prefect.exceptions import Abort, Pause
 from prefect.states import State
 
 from keyrotor.errors import KeyrotorError
-from keyrotor.flows import refused
+from keyrotor.flows import refused, run_name
 from keyrotor.inputs import check_quiet_period, check_user_name, resolve_timings
 from keyrotor.model import Phase
 from keyrotor.settings import Settings
@@ -31,7 +31,7 @@ from keyrotor.tasks.rotation import introduce_new_key, retire_old_key
 from keyrotor.tasks.wait import suspend_until_woken, wait_until_old_key_is_quiet
 
 
-@flow(name="rotate-access-key", flow_run_name="rotate {user_name}", persist_result=False, validate_parameters=True)
+@flow(name="rotate-access-key", flow_run_name=run_name("rotate"), persist_result=False, validate_parameters=True)
 def rotate_access_key(
     user_name: str,
     quiet_period: str | None = None,
@@ -41,6 +41,7 @@ def rotate_access_key(
     require_approval: bool = False,
     accept_unsafe_quiet_period: bool = False,
     force: bool = False,
+    account_id: str | None = None,
 ) -> dict[str, Any] | State:
     """Rotate ``user_name``'s access key, or continue the rotation in progress.
 
@@ -53,9 +54,11 @@ def rotate_access_key(
         require_approval: Before deactivating, pause with the last-used evidence until an operator approves.
         accept_unsafe_quiet_period: Allow a quiet period of 0s, or on real AWS one shorter than its 4h last-used lag.
         force: Rotate even if keyrotor's last rotation created the current key moments ago.
+        account_id: The AWS account of the user (a member account is entered through KEYROTOR_ROLE_NAME); default:
+            the account of keyrotor's own credentials.
     """
     try:
-        options = RotationOptions(require_approval, accept_unsafe_quiet_period, force)
+        options = RotationOptions(require_approval, accept_unsafe_quiet_period, force, account_id)
         return rotate(user_name, quiet_period, poll_interval, max_wait, grace_period, options=options)
     except KeyrotorError as error:
         return refused(error)
@@ -68,6 +71,7 @@ class RotationOptions:
     require_approval: bool = False
     accept_unsafe_quiet_period: bool = False
     force: bool = False
+    account_id: str | None = None
 
 
 def rotate(user_name: str, *durations: str | None, options: RotationOptions = RotationOptions()) -> dict[str, Any]:
@@ -78,7 +82,7 @@ def rotate(user_name: str, *durations: str | None, options: RotationOptions = Ro
     accepted = options.accept_unsafe_quiet_period or settings.accept_unsafe_quiet_period
     check_quiet_period(timings.quiet_period, real_aws=settings.real_aws, accepted=accepted)
     overridden = any(value is not None for value in durations)
-    ctx = preflight(user_name, settings)
+    ctx = preflight(user_name, settings, options.account_id)
     tag_this_run(ctx)
     with rotation_lease(ctx) as leased:
         state = start_rotation(leased, timings, overridden, options.force)

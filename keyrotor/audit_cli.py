@@ -16,12 +16,15 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from keyrotor.audit import AuditResult
+    from keyrotor.credential_report import AccountsAudit
     from keyrotor.errors import KeyrotorError
 
 #: Exit status when every user in scope is compliant or exempt.
 EXIT_COMPLIANT = 0
 #: Exit status when at least one finding exists. Errors use keyrotor's codes (2 bad input, 8 AWS...).
 EXIT_FINDINGS = 10
+#: Exit status when at least one of several accounts could not be audited (the others were).
+EXIT_NOT_AUDITED = 11
 
 _JSON = "Print one JSON object on stdout for scripts: generated_at, report_age_seconds, findings, exempt, summary."
 _MAX_AGE = (
@@ -40,6 +43,15 @@ _EXEMPT_USER = (
     "KEYROTOR_AUDIT_EXEMPT_USERS (comma-separated)."
 )
 _USER = "Audit only users whose name matches GLOB (case-insensitive); repeatable. Default: every user."
+_ACCOUNT = (
+    "Audit this AWS account (12 digits; repeatable); a member account is entered by assuming --role-name. "
+    "Default: the account of keyrotor's own credentials."
+)
+_ORGANIZATION = (
+    "Audit every ACTIVE account of the organization (organizations:ListAccounts, from the management account)."
+)
+_ROLE = "The role to assume in member accounts [env: KEYROTOR_ROLE_NAME; default OrganizationAccountAccessRole]."
+_EXTERNAL_ID = "The external id the member role's trust policy asks for [env: KEYROTOR_EXTERNAL_ID]."
 
 
 def audit(
@@ -49,6 +61,10 @@ def audit(
     exempt_tag: Annotated[str | None, typer.Option("--exempt-tag", metavar="KEY", help=_EXEMPT_TAG)] = None,
     exempt_user: Annotated[list[str] | None, typer.Option("--exempt-user", metavar="GLOB", help=_EXEMPT_USER)] = None,
     user: Annotated[list[str] | None, typer.Option("--user", metavar="GLOB", help=_USER)] = None,
+    account: Annotated[list[str] | None, typer.Option("--account", metavar="ID", help=_ACCOUNT)] = None,
+    organization: Annotated[bool, typer.Option("--organization", help=_ORGANIZATION)] = False,
+    role_name: Annotated[str | None, typer.Option("--role-name", metavar="NAME", help=_ROLE)] = None,
+    external_id: Annotated[str | None, typer.Option("--external-id", metavar="ID", help=_EXTERNAL_ID)] = None,
 ) -> None:
     """Audit IAM access keys against the CIS rules: more than one active key, older than 90 days, unused 45 days.
 
@@ -56,21 +72,35 @@ def audit(
     its data is) and the users' tags; makes no call per user and changes nothing. Exempt users are listed as
     exempt, never as compliant.
 
-    Exit status: 0 every user in scope is compliant or exempt; 10 findings exist; 2 bad input;
-    8 AWS error (access denied, unreachable, report not generated in time).
+    With --account (repeatable) or --organization it audits each account (at most KEYROTOR_ACCOUNT_CONCURRENCY
+    at once, their reports generated together); every finding carries its account; an account that cannot be
+    audited (the role refused, an SCP, the report denied) is reported with its reason and stops no other.
+
+    Exit status: 0 every user in scope is compliant or exempt; 10 findings exist; 11 some account could not be
+    audited; 2 bad input; 8 AWS error (access denied, unreachable, report not generated in time).
     """
     from keyrotor.errors import KeyrotorError
 
     err = _console(stderr=True)
     try:
-        result = _run(max_age_days, unused_days, exempt_tag, exempt_user, user, err)
+        audited = _run(
+            max_age_days, unused_days, exempt_tag, exempt_user, user, err, account, organization, role_name, external_id
+        )
     except KeyrotorError as error:
         _fail(error, as_json, err)
     if as_json:
-        print(json.dumps(result.to_json()))
+        print(json.dumps(audited.to_json()))
     else:
-        _print_result(result, _console(stderr=False))
-    raise typer.Exit(EXIT_FINDINGS if result.findings else EXIT_COMPLIANT)
+        out = _console(stderr=False)
+        for account_id, result in sorted(audited.results.items()):
+            if len(audited.results) + len(audited.failures) > 1:
+                out.rule(f"account {account_id}")
+            _print_result(result, out)
+        for account_id, reason in sorted(audited.failures.items()):
+            err.print(f"[bold red]account {account_id} not audited:[/] {reason}", highlight=False)
+    if audited.failures:
+        raise typer.Exit(EXIT_NOT_AUDITED)
+    raise typer.Exit(EXIT_FINDINGS if audited.findings else EXIT_COMPLIANT)
 
 
 def _run(
@@ -80,12 +110,17 @@ def _run(
     exempt_users: list[str] | None,
     only_users: list[str] | None,
     err: Console,
-) -> AuditResult:
-    """Load the settings and audit the account, telling stderr while IAM generates the report."""
+    accounts: list[str] | None = None,
+    organization: bool = False,
+    role_name: str | None = None,
+    external_id: str | None = None,
+) -> AccountsAudit:
+    """Load the settings and audit the accounts, telling stderr while IAM generates the reports."""
     from pydantic import ValidationError
 
+    from keyrotor.accounts import RoleToAssume
     from keyrotor.audit_settings import AuditSettings
-    from keyrotor.credential_report import run_audit
+    from keyrotor.credential_report import audit_accounts
     from keyrotor.errors import ConfigurationError
     from keyrotor.settings import Settings
 
@@ -93,14 +128,24 @@ def _run(
         max_key_age_days=max_age_days, unused_days=unused_days, exempt_tag=exempt_tag, exempt_users=exempt_users
     )
     try:
-        attempts = Settings().aws_max_attempts
+        general = Settings()
     except ValidationError as error:
         raise ConfigurationError(f"invalid KEYROTOR_* settings: {error}") from None
+    role = RoleToAssume(role_name or general.role_name, external_id or general.external_id)
 
     def waiting(state: str, waited: float) -> None:
         err.print(f"waiting for IAM to generate the credential report ({state}, {waited:.0f} s)", highlight=False)
 
-    return run_audit(settings, only_users or (), attempts, waiting)
+    return audit_accounts(
+        settings,
+        only_users or (),
+        general.aws_max_attempts,
+        waiting,
+        accounts=accounts or (),
+        organization=organization,
+        role=role,
+        concurrency=general.account_concurrency,
+    )
 
 
 def _fail(error: KeyrotorError, as_json: bool, err: Console) -> NoReturn:

@@ -66,6 +66,21 @@ def _fail(error: KeyrotorError, as_json: bool) -> None:
     raise typer.Exit(error.exit_code)
 
 
+ACCOUNT = (
+    "The AWS account of the user (12 digits); keyrotor enters a member account by assuming KEYROTOR_ROLE_NAME "
+    "(default OrganizationAccountAccessRole). Default: the account of keyrotor's own credentials."
+)
+AccountOption = Annotated[str | None, typer.Option("--account", metavar="ID", help=ACCOUNT)]
+
+
+def _connections(account: str | None, purpose: str) -> Any:
+    """The connections in the user's account (checked as an account id first: bad input is exit 2)."""
+    from keyrotor.accounts import check_account_id
+    from keyrotor.connect import Connections
+
+    return Connections.from_settings().for_account(check_account_id(account) if account else None, purpose)
+
+
 LOCAL = (
     "Run the rotation in this process even if a Prefect server serves the deployments (it then waits here, polling, "
     "until the old key is quiet)."
@@ -83,6 +98,7 @@ def rotate(
     require_approval: Annotated[bool, typer.Option(help=APPROVAL)] = False,
     accept_unsafe_quiet_period: Annotated[bool, typer.Option(help=UNSAFE)] = False,
     force: Annotated[bool, typer.Option(help=FORCE)] = False,
+    account: AccountOption = None,
     local: Annotated[bool, typer.Option("--local", help=LOCAL)] = False,
     wait: Annotated[bool, typer.Option("--wait", help=WAIT)] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
@@ -112,9 +128,14 @@ def rotate(
         "require_approval": require_approval,
         "accept_unsafe_quiet_period": accept_unsafe_quiet_period,
         "force": force,
+        "account_id": account,
     }
     try:
         check_user_name(user)
+        if account:
+            from keyrotor.accounts import check_account_id
+
+            check_account_id(account)
         settings = Settings()
         timings = resolve_timings(settings, quiet_period, poll_interval, max_wait, grace_period)
         accepted = accept_unsafe_quiet_period or settings.accept_unsafe_quiet_period
@@ -138,7 +159,7 @@ def rotate(
         from keyrotor.flows.rotate import rotate_access_key
         from keyrotor.tasks.report import user_tags
 
-        with tags("keyrotor", *user_tags(user)):
+        with tags("keyrotor", *user_tags(user, account)):
             report = rotate_access_key(**parameters)
     except KeyrotorError as error:
         _fail(error, as_json)
@@ -162,7 +183,7 @@ def _rotate_on_server(user: str, parameters: dict[str, Any], to_the_end: bool, a
     from keyrotor.prefect_api import start_run
     from keyrotor.tasks.report import user_tags
 
-    connections = Connections.from_settings()
+    connections = Connections.from_settings().for_account(parameters.get("account_id"), f"follow-{user}")
     run = start_run(ROTATE.full_name, parameters, ["keyrotor", *user_tags(user, connections.account_id)])
     api = settings_api_url() or ""
     err.print(f"Started flow run {run.name} ({api.removesuffix('/api')}/runs/flow-run/{run.id})", highlight=False)
@@ -200,17 +221,19 @@ def _start_prefect() -> None:
 @app.command()
 def finish(
     user: Annotated[str, typer.Argument(help="The IAM user whose deactivated old key is due for deletion.")],
+    account: AccountOption = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
 ) -> None:
     """Delete USER's deactivated old key now that its grace period is over (what the scheduled run does)."""
     from keyrotor.flows.delete_old_key import delete_old_key_after_grace
 
-    _run_flow(delete_old_key_after_grace, user, as_json, (Phase.COMPLETED,))
+    _run_flow(delete_old_key_after_grace, user, account, as_json, (Phase.COMPLETED,))
 
 
 @app.command()
 def rollback(
     user: Annotated[str, typer.Argument(help="The IAM user whose rotation to undo.")],
+    account: AccountOption = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
 ) -> None:
     """Roll USER back to the old key: reactivate it, restore the previous secret in Vault, deactivate the new key.
@@ -220,12 +243,13 @@ def rollback(
     """
     from keyrotor.flows.rollback import rollback_rotation
 
-    _run_flow(rollback_rotation, user, as_json, (Phase.ROLLED_BACK,))
+    _run_flow(rollback_rotation, user, account, as_json, (Phase.ROLLED_BACK,))
 
 
 @app.command()
 def pause(
     user: Annotated[str, typer.Argument(help="The IAM user whose rotation to pause.")],
+    account: AccountOption = None,
 ) -> None:
     """Pause USER's rotation, in any phase, like the Prefect UI's Pause: its flow run is suspended, holds no
     process, and waits (with no timeout) until `keyrotor resume USER` or the UI's Resume.
@@ -233,13 +257,12 @@ def pause(
     Works for rotations running from a deployment (served or on a worker), also while they wait for the old key
     to go quiet. A paused rotation still blocks other rotations of USER and can be rolled back.
     """
-    from keyrotor.connect import Connections
     from keyrotor.inputs import check_user_name
     from keyrotor.operate import pause_rotation
 
     try:
         check_user_name(user)
-        run_id = pause_rotation(Connections.from_settings(), user)
+        run_id = pause_rotation(_connections(account, f"pause-{user}"), user)
     except KeyrotorError as error:
         _fail(error, False)
         return
@@ -254,16 +277,16 @@ def resume(
         typer.Option("--approve/--reject", help="The answer for a rotation waiting for approval to deactivate."),
     ] = None,
     note: Annotated[str, typer.Option(help="Why, with --approve/--reject (kept in the rotation's state).")] = "",
+    account: AccountOption = None,
 ) -> None:
     """Resume USER's paused rotation: Prefect reschedules the flow run and it continues where it stopped."""
-    from keyrotor.connect import Connections
     from keyrotor.inputs import check_user_name
     from keyrotor.operate import resume_rotation
 
     answer = None if approve is None else {"approve": approve, "note": note}
     try:
         check_user_name(user)
-        run_id = resume_rotation(Connections.from_settings(), user, answer)
+        run_id = resume_rotation(_connections(account, f"resume-{user}"), user, answer)
     except KeyrotorError as error:
         _fail(error, False)
         return
@@ -273,19 +296,19 @@ def resume(
 @app.command()
 def status(
     user: Annotated[str, typer.Argument(help="The IAM user to look at.")],
+    account: AccountOption = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
 ) -> None:
     """Show USER's keys with their last use, the key published in Vault, the rotation's phase and what happens next.
 
     Read-only: it changes nothing in IAM or Vault.
     """
-    from keyrotor.connect import Connections
     from keyrotor.inputs import check_user_name
     from keyrotor.status import user_status
 
     try:
         check_user_name(user)
-        report = user_status(Connections.from_settings(), user)
+        report = user_status(_connections(account, f"status-{user}"), user)
     except KeyrotorError as error:
         _fail(error, as_json)
         return
@@ -329,9 +352,15 @@ def remediate(
     wait: Annotated[
         bool, typer.Option("--wait", help="With served deployments: follow the remedies until each has ended.")
     ] = False,
+    account: Annotated[
+        list[str] | None, typer.Option("--account", metavar="ID", help="Remedy this account (repeatable).")
+    ] = None,
+    organization: Annotated[
+        bool, typer.Option("--organization", help="Remedy every ACTIVE account of the organization.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
 ) -> None:
-    """Audit the account and remedy every flagged user, printing the plan before anything changes.
+    """Audit the account(s) and remedy every flagged user, printing the plan before anything changes.
 
     Old key: rotate it. Two active keys: keep the one in Vault (else the one used most recently) and retire the
     other through the quiet wait, deactivation and grace-period deletion; both in recent use and neither in Vault:
@@ -342,12 +371,16 @@ def remediate(
     exist (`keyrotor serve`, or workers), the remedies are started there and this command returns at once (they
     wait without holding a process; `keyrotor fleet-status` follows them; `--wait` follows them here). Without
     them, they run in this process, at most --max-concurrency at once, and the command returns when all have ended.
-    Exit status: 0 all started or done (or dry run), 1 some user failed or needs a person, 2+ errors as for rotate.
+    With --account (repeatable) or --organization, every account is audited and remedied (a member account
+    through KEYROTOR_ROLE_NAME); an account that cannot be audited is reported and stops no other.
+    Exit status: 0 all started or done (or dry run), 1 some user failed or needs a person, or an account was not
+    audited; 2+ errors as for rotate.
     """
+    from keyrotor.accounts import RoleToAssume
     from keyrotor.audit_settings import AuditSettings
     from keyrotor.connect import Connections
-    from keyrotor.credential_report import run_audit
-    from keyrotor.fleet import plan_fleet
+    from keyrotor.credential_report import audit_accounts
+    from keyrotor.fleet import plan_accounts
     from keyrotor.inputs import check_quiet_period, resolve_timings
     from keyrotor.settings import Settings
 
@@ -358,26 +391,39 @@ def remediate(
         accepted = accept_unsafe_quiet_period or rotation_settings.accept_unsafe_quiet_period
         check_quiet_period(timings.quiet_period, real_aws=rotation_settings.real_aws, accepted=accepted)
         settings = AuditSettings.load()
-        result = run_audit(settings, user or (), max_attempts=rotation_settings.aws_max_attempts)
-        plans = plan_fleet(Connections.from_settings(), result, settings, timedelta(days=1), max_concurrency)
+        audited = audit_accounts(
+            settings,
+            user or (),
+            rotation_settings.aws_max_attempts,
+            accounts=account or (),
+            organization=organization,
+            role=RoleToAssume(rotation_settings.role_name, rotation_settings.external_id),
+            concurrency=rotation_settings.account_concurrency,
+        )
+        plans = plan_accounts(Connections.from_settings(), audited, settings, timedelta(days=1), max_concurrency)
     except KeyrotorError as error:
         _fail(error, as_json)
         return
+    exempt = [f"{acct}/{e.user}" for acct, result in audited.results.items() for e in result.exempt]
     if not as_json:
-        _print_plan(plans, [e.user for e in result.exempt])
+        _print_plan(plans, exempt)
+        for acct, reason in sorted(audited.failures.items()):
+            err.print(f"[bold red]account {acct} not audited:[/] {reason}", highlight=False)
     if dry_run:
         if as_json:
-            print(
-                json.dumps(
-                    {"dry_run": True, "plans": [p.to_json() for p in plans], "exempt": [e.user for e in result.exempt]}
-                )
-            )
+            not_audited = [{"account_id": a, "reason": r} for a, r in sorted(audited.failures.items())]
+            plan_json = [p.to_json() for p in plans]
+            print(json.dumps({"dry_run": True, "plans": plan_json, "exempt": exempt, "not_audited": not_audited}))
+        if audited.failures:
+            raise typer.Exit(1)
         return
     from keyrotor.flows.remediate import audit_and_remediate
 
-    planned = [plan.user for plan in plans]
+    planned = sorted({plan.user for plan in plans})
     if not planned:
         out.print("Nothing to remedy.")
+        if audited.failures:
+            raise typer.Exit(1)
         return
     report = audit_and_remediate(
         max_concurrency=max_concurrency,
@@ -387,17 +433,20 @@ def remediate(
         max_wait=max_wait,
         grace_period=grace_period,
         accept_unsafe_quiet_period=accept_unsafe_quiet_period,
+        accounts=sorted(audited.results),
     )
     started = {
-        o["user"]: o["flow_run_id"] for o in report["outcomes"] if o["outcome"] in ("started", "already started")
+        (o["account_id"], o["user"]): o["flow_run_id"]
+        for o in report["outcomes"]
+        if o["outcome"] in ("started", "already started")
     }
     if wait and started:
         from keyrotor.follow import follow_fleet
 
         finals = follow_fleet(Connections.from_settings(), started, progress=lambda line: err.print(f"  {line}"))
         for outcome in report["outcomes"]:
-            if outcome["user"] in started:
-                state = finals.get(outcome["user"])
+            if (outcome["account_id"], outcome["user"]) in started:
+                state = finals.get((outcome["account_id"], outcome["user"]))
                 outcome["outcome"] = state.phase.value if state else "failed"
                 if state is not None and state.error:
                     outcome["reason"] = state.error
@@ -405,22 +454,34 @@ def remediate(
     if as_json:
         print(json.dumps(report, default=str))
     else:
-        table = Table("user", "action", "outcome", "reason", title="remediation outcome")
+        table = Table("account", "user", "action", "outcome", "reason", title="remediation outcome")
         for outcome in report["outcomes"]:
-            table.add_row(outcome["user"], outcome["action"], outcome["outcome"], outcome.get("reason", ""))
+            table.add_row(
+                outcome.get("account_id") or "",
+                outcome["user"] or "",
+                outcome["action"],
+                outcome["outcome"],
+                outcome.get("reason", ""),
+            )
         out.print(table)
         out.print(f"summary: {report['summary']}")
         if started and not wait:
             out.print("The remedies run on the Prefect server; follow them with `keyrotor fleet-status`.")
-    if any(o["outcome"] in ("failed", "needs-a-person", "rejected") for o in report["outcomes"]):
+    if any(o["outcome"] in ("failed", "needs-a-person", "rejected", "not audited") for o in report["outcomes"]):
         raise typer.Exit(1)
 
 
 def _print_plan(plans: list[Any], exempt: list[str]) -> None:
-    table = Table("user", "rules", "action", "key", "keep", "why", title="remediation plan")
+    table = Table("account", "user", "rules", "action", "key", "keep", "why", title="remediation plan")
     for plan in plans:
         table.add_row(
-            plan.user, ", ".join(plan.rules), plan.action.value, plan.key_id or "", plan.keep_key_id or "", plan.reason
+            plan.account_id or "",
+            plan.user,
+            ", ".join(plan.rules),
+            plan.action.value,
+            plan.key_id or "",
+            plan.keep_key_id or "",
+            plan.reason,
         )
     out.print(table)
     out.print(f"exempt (left alone): {', '.join(exempt) or 'none'}")
@@ -487,7 +548,7 @@ def fleet_status(
 app.command(name="audit")(audit_cli.audit)
 
 
-def _run_flow(flow_function: Any, user: str, as_json: bool, ok: tuple[Phase, ...]) -> None:
+def _run_flow(flow_function: Any, user: str, account: str | None, as_json: bool, ok: tuple[Phase, ...]) -> None:
     """Run a one-user flow in process and print its outcome; clear message and exit code on failure."""
     from prefect import tags
 
@@ -496,9 +557,13 @@ def _run_flow(flow_function: Any, user: str, as_json: bool, ok: tuple[Phase, ...
 
     try:
         check_user_name(user)
+        if account:
+            from keyrotor.accounts import check_account_id
+
+            check_account_id(account)
         _start_prefect()
-        with tags("keyrotor", *user_tags(user)):
-            report = flow_function(user_name=user)
+        with tags("keyrotor", *user_tags(user, account)):
+            report = flow_function(user_name=user, account_id=account)
     except KeyrotorError as error:
         _fail(error, as_json)
         return

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.etree import ElementTree
@@ -29,6 +30,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from keyrotor.accounts import RoleToAssume, assumed_session, caller_account, resolve_accounts
 from keyrotor.audit import (
     AuditPolicy,
     AuditResult,
@@ -42,7 +44,7 @@ from keyrotor.audit import (
 )
 from keyrotor.audit_settings import AuditSettings
 from keyrotor.aws import translate
-from keyrotor.errors import AwsError
+from keyrotor.errors import AwsError, KeyrotorError
 
 #: Called while waiting for the report with its state and the seconds waited so far.
 WaitCallback = Callable[[str, float], None]
@@ -317,3 +319,107 @@ def _call(iam: Any, action: str, operation: str, **kwargs: Any) -> dict[str, Any
     except (ClientError, BotoCoreError) as error:
         raise translate(error, action) from None
     return response
+
+
+@dataclass(frozen=True)
+class AccountsAudit:
+    """The audit of several accounts: each one's result, and why any could not be audited."""
+
+    results: dict[str, AuditResult]
+    failures: dict[str, str]
+
+    @property
+    def findings(self) -> list[tuple[str, Finding]]:
+        return [(account, finding) for account, result in self.results.items() for finding in result.findings]
+
+    def to_json(self) -> dict[str, Any]:
+        """One document: every finding and exemption with its ``account_id``, a summary per account and in all,
+        and the accounts that could not be audited (with the reason)."""
+        accounts = []
+        findings: list[dict[str, Any]] = []
+        exempt: list[dict[str, Any]] = []
+        for account, result in sorted(self.results.items()):
+            single = result.to_json()
+            findings += [{"account_id": account} | item for item in single["findings"]]
+            exempt += [{"account_id": account} | item for item in single["exempt"]]
+            accounts.append(
+                {
+                    "account_id": account,
+                    "generated_at": single["generated_at"],
+                    "report_age_seconds": single["report_age_seconds"],
+                    "summary": single["summary"],
+                }
+            )
+        summary = _sum_summaries([result.summary() for result in self.results.values()])
+        summary["accounts"] = len(self.results) + len(self.failures)
+        summary["accounts_not_audited"] = len(self.failures)
+        oldest = min((r.generated_at for r in self.results.values()), default=None)
+        return {
+            "generated_at": oldest.isoformat() if oldest else None,
+            "report_age_seconds": max((a["report_age_seconds"] for a in accounts), default=None),
+            "findings": findings,
+            "exempt": exempt,
+            "summary": summary,
+            "accounts": accounts,
+            "not_audited": [{"account_id": a, "reason": r} for a, r in sorted(self.failures.items())],
+        }
+
+
+def _sum_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    if not summaries:
+        return {
+            "users": 0,
+            "compliant_users": 0,
+            "users_with_findings": 0,
+            "exempt_users": 0,
+            "findings": 0,
+            "findings_by_rule": {},
+            "root_active_keys": 0,
+        }
+    total = dict(summaries[0])
+    for summary in summaries[1:]:
+        for name in ("users", "compliant_users", "users_with_findings", "exempt_users", "findings", "root_active_keys"):
+            total[name] = (total.get(name) or 0) + (summary.get(name) or 0)
+        total["findings_by_rule"] = {
+            rule: total["findings_by_rule"].get(rule, 0) + count for rule, count in summary["findings_by_rule"].items()
+        }
+    return total
+
+
+def audit_accounts(
+    settings: AuditSettings,
+    only_users: Sequence[str] = (),
+    max_attempts: int = 10,
+    on_wait: WaitCallback | None = None,
+    *,
+    accounts: Sequence[str] = (),
+    organization: bool = False,
+    role: RoleToAssume | None = None,
+    concurrency: int = 8,
+) -> AccountsAudit:
+    """Audit the accounts (``--account`` ids, ``--organization``'s, else the caller's own), ``concurrency`` at once:
+    their credential reports are generated at the same time. One account that cannot be audited (the role
+    refused, an SCP, the report denied) is a reason in ``failures``, never an error for the others."""
+    base = boto3.session.Session()
+    role = role or RoleToAssume()
+    targets = resolve_accounts(base, accounts, organization)
+    caller = caller_account(base) if (accounts or organization) else targets[0]
+    config = Config(retries={"mode": "standard", "max_attempts": max_attempts})
+    policy = settings.policy(only_users)
+
+    def one(account: str) -> AuditResult:
+        session = base if account == caller else assumed_session(base, account, role, "audit", max_attempts)
+        return audit_account(session.client("iam", config=config), policy, settings.report_timeout, on_wait)
+
+    results: dict[str, AuditResult] = {}
+    failures: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(targets))), thread_name_prefix="account") as pool:
+        futures = {account: pool.submit(one, account) for account in targets}
+        for account, future in futures.items():
+            try:
+                results[account] = future.result()
+            except KeyrotorError as error:
+                failures[account] = str(error)
+    if len(targets) == 1 and failures:  # one account asked for: its error is the command's error
+        raise AwsError(failures[targets[0]])
+    return AccountsAudit(results, failures)

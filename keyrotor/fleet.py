@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from keyrotor.audit import AuditResult
 from keyrotor.audit_settings import AuditSettings
 from keyrotor.connect import Connections
+from keyrotor.credential_report import AccountsAudit
 from keyrotor.model import Phase
 from keyrotor.remediation import Action, UserFacts, UserPlan, plan_user, rules_by_user
 
@@ -58,3 +59,18 @@ def gather_facts(connections: Connections, user: str) -> UserFacts:
     if state is not None and not state.phase.terminal and state.phase is not Phase.DEACTIVATED:
         ongoing = f"{state.kind} {state.rotation_id} (phase {state.phase.value})"
     return UserFacts(keys, published.key_id if published else None, last_used, ongoing)
+
+
+def plan_accounts(
+    connections: Connections,
+    audited: AccountsAudit,
+    settings: AuditSettings,
+    recent: timedelta,
+    concurrency: int = 8,
+) -> list[UserPlan]:
+    """A plan per flagged user of every audited account, from live facts read in that account."""
+    plans: list[UserPlan] = []
+    for account, result in sorted(audited.results.items()):
+        inside = connections.for_account(account, "remediate")
+        plans += [plan.in_account(account) for plan in plan_fleet(inside, result, settings, recent, concurrency)]
+    return plans

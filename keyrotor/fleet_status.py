@@ -15,7 +15,7 @@ from typing import Any
 
 from keyrotor.connect import Connections
 from keyrotor.errors import PreconditionFailed
-from keyrotor.model import Phase, RotationState, Wait
+from keyrotor.model import Phase, RotationState, Wait, utcnow
 from keyrotor.outlook import Outlook, outlook
 
 
@@ -31,6 +31,7 @@ class FleetEntry:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "account_id": self.state.account_id,
             "user": self.user,
             "status": self.status,
             "kind": self.state.kind,
@@ -86,14 +87,23 @@ def summary(entries: list[FleetEntry]) -> dict[str, Any]:
     }
 
 
-def gather(connections: Connections, only: tuple[str, ...] = (), now: datetime | None = None) -> list[FleetEntry]:
-    """Every user of this account with a rotation record (matching the ``only`` globs, if any)."""
-    from keyrotor.model import utcnow
-
+def gather(
+    connections: Connections,
+    only: tuple[str, ...] = (),
+    now: datetime | None = None,
+    accounts: list[str] | None = None,
+) -> list[FleetEntry]:
+    """Every user with a rotation record (matching the ``only`` globs, if any), in ``accounts`` (default: every
+    account keyrotor has records for). Reads Vault only."""
     now = now or utcnow()
-    account = connections.account_id
-    folder = connections.settings.state_path.format(account_id=account, user_name="").rstrip("/")
-    users = sorted(name.rstrip("/") for name in connections.kv.list(folder))
+    found = []
+    for account in accounts if accounts is not None else connections.accounts_with_records():
+        found += _gather_account(connections, account, only, now)
+    return found
+
+
+def _gather_account(connections: Connections, account: str, only: tuple[str, ...], now: datetime) -> list[FleetEntry]:
+    users = connections.users_with_records(account)
     if only:
         users = [user for user in users if any(fnmatch.fnmatch(user.lower(), glob.lower()) for glob in only)]
     waiting = connections.waiting
@@ -101,7 +111,7 @@ def gather(connections: Connections, only: tuple[str, ...] = (), now: datetime |
     found = []
     for user in users:
         try:
-            state = connections.records(user).load_state()
+            state = connections.records(user, account).load_state()
         except PreconditionFailed as error:  # one unreadable record hides no other rotation
             logging.getLogger("keyrotor.fleet").warning("%s: %s", user, error)
             continue
@@ -120,13 +130,15 @@ def markdown(entries: list[FleetEntry], generated_at: datetime) -> str:
         f"{totals['users']} users: {counts}. In progress: {totals['in_progress']}; "
         f"need a person: {len(totals['needs_person'])}.",
         "",
-        "| user | status | waiting for | next |",
-        "|---|---|---|---|",
+        "| account | user | status | waiting for | next |",
+        "|---|---|---|---|---|",
     ]
     shown = [item for item in entries if not item.state.phase.terminal or item.view.needs_person]
     shown += [item for item in entries if item.state.phase is Phase.FAILED]
     for item in shown[:500]:
-        lines.append(f"| {item.user} | {item.status} | {item.view.waiting_for} | `{item.view.command}` |")
+        lines.append(
+            f"| {item.state.account_id} | {item.user} | {item.status} | {item.view.waiting_for} | `{item.view.command}` |"
+        )
     if len(shown) > 500:
-        lines.append(f"| ... | {len(shown) - 500} more | | |")
+        lines.append(f"| ... | | {len(shown) - 500} more | | |")
     return "\n".join(lines)

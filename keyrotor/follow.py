@@ -87,30 +87,30 @@ def follow(
 
 def follow_fleet(
     connections: Connections,
-    started: dict[str, str],
+    started: dict[tuple[str, str], str],
     *,
     progress: Callable[[str], None],
     poll: float = 2.0,
-) -> dict[str, RotationState | None]:
-    """Follow the remedies a remediation started (user -> flow run id) until each has ended or deactivated its
-    key, printing counts per phase when they change; returns each user's last state record."""
+) -> dict[tuple[str, str], RotationState | None]:
+    """Follow the remedies a remediation started ((account, user) -> flow run id) until each has ended or
+    deactivated its key, printing counts per phase when they change; returns each one's last state record."""
     from collections import Counter
 
-    last: dict[str, RotationState | None] = {}
+    last: dict[tuple[str, str], RotationState | None] = {}
     pending = dict(started)
     shown = ""
     while pending:
-        for user, run_id in list(pending.items()):
-            state = connections.records(user).load_state()
-            last[user] = state
+        for (account, user), run_id in list(pending.items()):
+            state = connections.records(user, account).load_state()
+            last[(account, user)] = state
             ours = state is not None and run_id in (state.flow_run_id, state.last_flow_run_id)
             if ours and state is not None and (state.phase.terminal or state.phase.value == "deactivated"):
-                del pending[user]
+                del pending[(account, user)]
             elif not ours:
                 run = read_run(run_id)
                 if run is not None and run.state is not None and run.state.is_final():
-                    del pending[user]  # it ended without a rotation of its own (refused before starting one)
-        counts = Counter((s.phase.value if s else "not started") for u, s in last.items() if u in started)
+                    del pending[(account, user)]  # it ended without a rotation of its own (refused first)
+        counts = Counter((s.phase.value if s else "not started") for key, s in last.items() if key in started)
         line = ", ".join(f"{n} {phase}" for phase, n in sorted(counts.items()))
         if line != shown:
             progress(f"{len(started) - len(pending)}/{len(started)} done: {line}")

@@ -11,6 +11,7 @@ One action per user, in this order of precedence:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,9 +43,14 @@ class UserPlan:
     reason: str
     key_id: str | None = None
     keep_key_id: str | None = None
+    account_id: str | None = None
+
+    def in_account(self, account_id: str) -> UserPlan:
+        return dataclasses.replace(self, account_id=account_id)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "account_id": self.account_id,
             "user": self.user,
             "action": self.action.value,
             "rules": list(self.rules),

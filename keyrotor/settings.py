@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -80,6 +80,17 @@ class Settings(BaseSettings):
     vault_namespace: str | None = Field(
         default=None, validation_alias=AliasChoices("KEYROTOR_VAULT_NAMESPACE", "VAULT_NAMESPACE")
     )
+    vault_auth: Literal["token", "approle", "jwt", "kubernetes"] = Field(
+        default="token", description="How keyrotor logs in to Vault (see keyrotor/vault_auth.py)."
+    )
+    vault_auth_mount: str | None = Field(default=None, description="The auth method's mount; default: its name.")
+    vault_role: str | None = Field(default=None, description="The role to log in as (jwt, kubernetes).")
+    vault_role_id: str | None = Field(default=None, description="The AppRole role id.")
+    vault_secret_id: SecretStr | None = Field(default=None, description="The AppRole secret id (or a file, below).")
+    vault_secret_id_file: Path | None = Field(default=None, description="A file holding the AppRole secret id.")
+    vault_jwt_file: Path | None = Field(
+        default=None, description="A file holding the JWT to log in with (jwt; kubernetes defaults to its token)."
+    )
     vault_mount: str = Field(default="secret", description="KV version 2 mount holding secrets and rotation state.")
     vault_path: str = Field(
         default="aws/{account_id}/{user_name}",
@@ -133,6 +144,16 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("AWS_ENDPOINT_URL_IAM", "AWS_ENDPOINT_URL"),
         description="An endpoint override (moto, a proxy): not real AWS, whose last-used data arrives hours late.",
     )
+    role_name: str = Field(
+        default="OrganizationAccountAccessRole",
+        min_length=1,
+        max_length=64,
+        description="The role keyrotor assumes in a member account (not in the caller's own account).",
+    )
+    external_id: str | None = Field(
+        default=None, description="The external id the member role's trust policy asks for."
+    )
+    account_concurrency: int = Field(default=8, ge=1, le=64, description="Accounts audited at once.")
     accept_unsafe_quiet_period: bool = Field(
         default=False,
         description="Allow a quiet period of 0s, or (on real AWS) shorter than AWS's last-used latency of 4h.",

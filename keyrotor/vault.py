@@ -17,6 +17,7 @@ import requests
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from keyrotor.errors import KeyrotorError, RotationConflict, TransientError, VaultError, VaultUnavailable
+from keyrotor.vault_auth import Authenticator
 
 T = TypeVar("T")
 
@@ -67,11 +68,18 @@ def _reason(error: Exception) -> str:
 class VaultKV:
     """The few KV v2 operations keyrotor uses, on one mount."""
 
-    def __init__(self, client: hvac.Client, mount: str, retry_for: timedelta = timedelta(seconds=30)) -> None:
+    def __init__(
+        self,
+        client: hvac.Client,
+        mount: str,
+        retry_for: timedelta = timedelta(seconds=30),
+        auth: Authenticator | None = None,
+    ) -> None:
         self._client = client
         self.mount = mount
         self.addr = str(client.url)
         self._retry_for = retry_for
+        self._auth = auth
 
     def _run(self, action: str, call: Callable[[], T], retry_for: timedelta | None = None) -> T:
         patience = (retry_for if retry_for is not None else self._retry_for).total_seconds()
@@ -84,9 +92,18 @@ class VaultKV:
         )
         def attempt() -> T:
             try:
-                return call()
+                if self._auth is not None:
+                    self._auth.ensure()
+                try:
+                    return call()
+                except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized):
+                    if self._auth is not None and self._auth.relogin():  # the login's token expired or was revoked
+                        return call()
+                    raise
             except KeyrotorError:
                 raise
+            except (ValueError, OSError) as error:  # the login's settings (a missing file, no role id...)
+                raise VaultError(f"cannot log in to Vault at {self.addr} to {action}: {error}") from None
             except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as error:
                 raise translate(error, action, self.addr) from None
 

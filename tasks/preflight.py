@@ -8,10 +8,12 @@ from datetime import datetime, timedelta
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
+from keyrotor.accounts import check_account_id
 from keyrotor.connect import Connections, whoami
 from keyrotor.context import RotationContext
 from keyrotor.durations import format_duration
 from keyrotor.errors import PreconditionFailed, RotationConflict
+from keyrotor.inputs import check_user_name
 from keyrotor.logic import plan_slots
 from keyrotor.model import AccessKey, Phase, RotationState, utcnow
 from keyrotor.prefect_api import WAITING, run_state
@@ -22,15 +24,21 @@ from keyrotor.tasks import STEP
 FIRST_CONTACT = timedelta(seconds=5)
 
 
-def preflight(user_name: str, settings: Settings) -> RotationContext:
-    """Connect to AWS and Vault and check, read-only, that the rotation can run at all.
+def preflight(
+    user_name: str, settings: Settings, account_id: str | None = None, purpose: str = "rotate"
+) -> RotationContext:
+    """Connect to AWS (in ``account_id``: the caller's own account when None) and Vault and check, read-only, that
+    the rotation can run at all.
 
     A plain function, not a task: it changes nothing, and its failure is the flow run's failure, message and all.
 
     Fails before any change when Vault is unreachable, the token is refused, the mount is missing or not
-    KV v2, AWS credentials are wrong, or the user does not exist.
+    KV v2, AWS credentials are wrong, the role in the member account cannot be assumed, or the user does not exist.
     """
-    connections = Connections.from_settings(settings)
+    check_user_name(user_name)
+    if account_id is not None:
+        check_account_id(account_id)
+    connections = Connections.from_settings(settings).for_account(account_id, f"{purpose}-{user_name}")
     connections.kv.check(retry_for=min(settings.vault_retry_timeout, FIRST_CONTACT))
     connections.iam.ensure_user(user_name)
     run_id = flow_run.get_id()

@@ -11,11 +11,11 @@ from prefect import Flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import TagsContext
 
-from keyrotor.audit import AuditResult
+from keyrotor.accounts import RoleToAssume
 from keyrotor.audit_settings import AuditSettings
 from keyrotor.connect import Connections
-from keyrotor.credential_report import run_audit
-from keyrotor.fleet import plan_fleet
+from keyrotor.credential_report import AccountsAudit, audit_accounts
+from keyrotor.fleet import plan_accounts
 from keyrotor.model import utcnow
 from keyrotor.prefect_api import deployment_ids, start_run
 from keyrotor.remediation import Action, UserPlan
@@ -24,26 +24,42 @@ from keyrotor.tasks import STEP
 from keyrotor.tasks.report import user_tags
 
 
-@task(name="audit-account", **STEP)
-def audit_account_task(settings: AuditSettings, only_users: list[str]) -> AuditResult:
-    """Audit the account (or the given users) from one credential report."""
-    result = run_audit(settings, only_users, max_attempts=Settings().aws_max_attempts)
-    get_run_logger().info(
-        "Audit: %d users, %d findings, %d exempt; report generated %s",
-        result.users,
-        len(result.findings),
-        len(result.exempt),
-        result.generated_at.isoformat(),
+@task(name="audit-accounts", **STEP)
+def audit_accounts_task(
+    settings: AuditSettings, only_users: list[str], accounts: list[str], organization: bool
+) -> AccountsAudit:
+    """Audit the accounts (or the caller's own), each from one credential report, reports generated together."""
+    general = Settings()
+    audited = audit_accounts(
+        settings,
+        only_users,
+        general.aws_max_attempts,
+        accounts=accounts,
+        organization=organization,
+        role=RoleToAssume(general.role_name, general.external_id),
+        concurrency=general.account_concurrency,
     )
-    return result
+    logger = get_run_logger()
+    for account, result in sorted(audited.results.items()):
+        logger.info(
+            "Audit of %s: %d users, %d findings, %d exempt; report generated %s",
+            account,
+            result.users,
+            len(result.findings),
+            len(result.exempt),
+            result.generated_at.isoformat(),
+        )
+    for account, reason in sorted(audited.failures.items()):
+        logger.warning("Account %s not audited: %s", account, reason)
+    return audited
 
 
 @task(name="plan-remediation", **STEP)
 def plan_remediation(
-    result: AuditResult, settings: AuditSettings, recent: timedelta, concurrency: int
+    audited: AccountsAudit, settings: AuditSettings, recent: timedelta, concurrency: int
 ) -> list[UserPlan]:
-    """Re-read each flagged user's keys, Vault record and last use, and choose a remedy."""
-    plans = plan_fleet(Connections.from_settings(Settings()), result, settings, recent, concurrency)
+    """Re-read each flagged user's keys, Vault record and last use (in its account), and choose a remedy."""
+    plans = plan_accounts(Connections.from_settings(Settings()), audited, settings, recent, concurrency)
     counts: dict[str, int] = {}
     for plan in plans:
         counts[plan.action.value] = counts.get(plan.action.value, 0) + 1
@@ -52,17 +68,33 @@ def plan_remediation(
 
 
 @task(name="publish-audit-and-plan", **STEP)
-def publish_audit_and_plan(result: AuditResult, plans: list[UserPlan]) -> None:
+def publish_audit_and_plan(audited: AccountsAudit, plans: list[UserPlan]) -> None:
     """The audit as a table and the plan as markdown, in the Prefect UI."""
+    rows = [
+        {"account_id": account} | finding.to_json() | {"cis": ", ".join(str(ref) for ref in finding.cis)}
+        for account, finding in audited.findings
+    ]
+    rows += [
+        {"account_id": account, "result": f"not audited: {reason}"} for account, reason in audited.failures.items()
+    ]
+    users = sum(result.users for result in audited.results.values())
     create_table_artifact(
         key="keyrotor-audit",
-        table=[finding.to_json() | {"cis": ", ".join(str(ref) for ref in finding.cis)} for finding in result.findings]
-        or [{"result": "compliant"}],
-        description=f"Access-key audit of {result.users} users (report generated {result.generated_at.isoformat()})",
+        table=rows or [{"result": "compliant"}],
+        description=f"Access-key audit of {users} users in {len(audited.results)} account(s)",
     )
-    lines = ["# keyrotor remediation plan", "", "| user | action | key | keep | why |", "|---|---|---|---|---|"]
-    lines += [f"| {p.user} | {p.action.value} | {p.key_id or ''} | {p.keep_key_id or ''} | {p.reason} |" for p in plans]
-    lines += ["", f"Exempt: {', '.join(e.user for e in result.exempt) or 'none'}"]
+    lines = [
+        "# keyrotor remediation plan",
+        "",
+        "| account | user | action | key | keep | why |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {p.account_id} | {p.user} | {p.action.value} | {p.key_id or ''} | {p.keep_key_id or ''} | {p.reason} |"
+        for p in plans
+    ]
+    exempt = [f"{account}/{e.user}" for account, result in audited.results.items() for e in result.exempt]
+    lines += ["", f"Exempt: {', '.join(exempt) or 'none'}"]
     create_markdown_artifact(key="keyrotor-plan", markdown="\n".join(lines), description="What remediation does")
 
 
@@ -91,11 +123,17 @@ def remediate_user(
     the outcome names it (``flow_run_id``). With a deployment the run is only started: it works on a runner or
     worker and holds nothing while it waits, and this returns at once (outcome ``started``).
     """
-    outcome: dict[str, Any] = {"user": plan.user, "action": plan.action.value, "reason": plan.reason}
-    retire = {"user_name": plan.user, "key_id": plan.key_id, "keep_key_id": plan.keep_key_id} | timings
+    outcome: dict[str, Any] = {
+        "account_id": plan.account_id,
+        "user": plan.user,
+        "action": plan.action.value,
+        "reason": plan.reason,
+    }
+    who = {"user_name": plan.user, "account_id": plan.account_id}
+    retire = who | {"key_id": plan.key_id, "keep_key_id": plan.keep_key_id} | timings
     try:
         if plan.action is Action.ROTATE:
-            phase, run_id = _run_remedy(remedies.rotate, {"user_name": plan.user} | timings, remedies, plan)
+            phase, run_id = _run_remedy(remedies.rotate, who | timings, remedies, plan)
         elif plan.action is Action.RETIRE:
             phase, run_id = _run_remedy(remedies.retire, retire, remedies, plan)
         elif plan.action is Action.DEACTIVATE_UNUSED:
@@ -121,12 +159,12 @@ def _run_remedy(
     if flow_function.name not in remedies.deployed:
         report = flow_function(**parameters)
         return str(report["phase"]), report.get("last_flow_run_id") or report.get("flow_run_id")
-    tags = [*TagsContext.get().current_tags, *user_tags(plan.user)]
+    tags = [*TagsContext.get().current_tags, *user_tags(plan.user, plan.account_id)]
     run = start_run(
         f"{flow_function.name}/{flow_function.name}",
         parameters,
         sorted(set(tags)),
-        idempotency_key=f"remedy:{plan.user}:{plan.action.value}:{plan.key_id}",
+        idempotency_key=f"remedy:{plan.account_id}:{plan.user}:{plan.action.value}:{plan.key_id}",
     )
     fresh = run.created is None or (utcnow() - run.created).total_seconds() < 30
     return ("started" if fresh else "already started"), str(run.id)

@@ -25,7 +25,7 @@ def schedule_deletion(ctx: RotationContext, state: RotationState) -> RotationSta
     try:
         run = run_deployment(
             name,
-            parameters={"user_name": ctx.user_name},
+            parameters={"user_name": ctx.user_name, "account_id": ctx.account_id},
             scheduled_time=state.delete_after,
             timeout=0,
             as_subflow=False,

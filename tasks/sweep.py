@@ -5,21 +5,30 @@ from __future__ import annotations
 from prefect import task
 
 from keyrotor.connect import Connections
+from keyrotor.errors import KeyrotorError
 from keyrotor.model import Phase, utcnow
 from keyrotor.settings import Settings
 from keyrotor.tasks import STEP
 
 
 @task(name="find-due-deletions", **STEP)
-def due_deletions(settings: Settings) -> list[str]:
-    """Users whose rotation is deactivated and past its grace period, in this account."""
+def due_deletions(settings: Settings) -> list[tuple[str, str]]:
+    """(account, user) of every rotation whose old key is deactivated and past its grace period, in every account
+    keyrotor has records for."""
     connections = Connections.from_settings(settings)
-    folder = settings.state_path.format(account_id=connections.account_id, user_name="").rstrip("/")
     now = utcnow()
     due = []
-    for entry in connections.kv.list(folder):
-        user_name = entry.rstrip("/")
-        state = connections.records(user_name).load_state()
-        if state is not None and state.phase is Phase.DEACTIVATED and state.delete_after and state.delete_after <= now:
-            due.append(user_name)
+    for account in connections.accounts_with_records() or [connections.account_id]:
+        for user_name in connections.users_with_records(account):
+            try:
+                state = connections.records(user_name, account).load_state()
+            except KeyrotorError:
+                continue  # an unreadable record is reported by fleet-status; it hides no other deletion
+            if (
+                state is not None
+                and state.phase is Phase.DEACTIVATED
+                and state.delete_after
+                and state.delete_after <= now
+            ):
+                due.append((account, user_name))
     return due

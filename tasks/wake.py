@@ -150,7 +150,7 @@ class Waker:
                 self._cache[key] = fresh
             return
         try:
-            used = self.connections.iam.last_used(wait.old_key_id)
+            used = self.connections.for_account(wait.account_id, "waker").iam.last_used(wait.old_key_id)
         except KeyrotorError as error:  # a missed look, not a failure: try again after a poll interval
             self.log.warning("Could not read the last use of %s (%s): %s", wait.old_key_id, wait.user_name, error)
             self._cache[key] = fresh.evolve(next_check_at=now + timedelta(seconds=fresh.poll_interval))
@@ -268,8 +268,8 @@ class Waker:
         for run in runs_of(deployments, [StateType.FAILED], limit=50):
             if run.state is None or EXPIRED_PAUSE not in (run.state.message or ""):
                 continue
-            user = str(run.parameters.get("user_name", ""))
-            state = self.connections.records(user).load_state() if user else None
+            user, account = self._whose(run)
+            state = self.connections.records(user, account).load_state() if user else None
             if state is None or state.phase.terminal or str(run.id) not in _runs_of(state):
                 continue
             details = StateDetails(pause_reschedule=True, pause_timeout=None)
@@ -286,10 +286,10 @@ class Waker:
         for run in runs_of(self._parking_deployments(), dead):
             if run.state is None or run.state.timestamp is None or now - run.state.timestamp < stale:
                 continue
-            user = str(run.parameters.get("user_name") or "")
+            user, account = self._whose(run)
             if not user or self._revived.get(str(run.id), 0) >= MAX_REVIVALS:
                 continue
-            lease = self.connections.records(user).read_lease()
+            lease = self.connections.records(user, account).read_lease()
             data = lease.data if lease else {}
             if data.get("owner") and data.get("flow_run_id") != str(run.id):
                 continue  # another run works on this user now; this one is a leftover it will not need
@@ -298,11 +298,11 @@ class Waker:
                 continue  # a run holds the lease, or let it go moments ago
             if not seen and now - run.state.timestamp < never_leased:
                 continue  # it may still be starting up
-            state = self.connections.records(user).load_state()
+            state = self.connections.records(user, account).load_state()
             if state is not None and state.phase.terminal and str(run.id) in _runs_of(state):
                 continue  # it finished its work and died reporting it
             self._revived[str(run.id)] = self._revived.get(str(run.id), 0) + 1
-            self._revive(run, self.connections.account_id, user, report)
+            self._revive(run, account, user, report)
 
     def _revive(self, run: FlowRun, account: str, user: str, report: SweepReport) -> None:
         force_state(str(run.id), Scheduled(name="Recovering", scheduled_time=self._clock()))
@@ -316,18 +316,22 @@ class Waker:
         )
 
     def _hold_run(self, run: FlowRun, reason: str, report: SweepReport) -> None:
-        user = str(run.parameters.get("user_name", ""))
+        user, account = self._whose(run)
         if user:
-            self._hold(self.connections.account_id, user, str(run.id), reason)
+            self._hold(account, user, str(run.id), reason)
             report.held.append(user)
 
     def _hold(self, account: str, user: str, run_id: str, reason: str) -> None:
-        hold_rotation(
-            self.connections.records(user), self.connections.waiting, account, user, run_id, reason, self.actor
-        )
+        records = self.connections.records(user, account)
+        hold_rotation(records, self.connections.waiting, account, user, run_id, reason, self.actor)
         key = (account, user)
         if key in self._cache:
             self._cache[key] = self._cache[key].evolve(held=True)
+
+    def _whose(self, run: FlowRun) -> tuple[str, str]:
+        """The user and account a rotation's run works on, from its parameters."""
+        account = str(run.parameters.get("account_id") or self.connections.account_id)
+        return str(run.parameters.get("user_name") or ""), account
 
     @property
     def actor(self) -> str:

@@ -245,6 +245,32 @@ def error_response(error: AuthError, service: str, start_response: StartResponse
     return [body]
 
 
+#: Accounts whose roles refuse AssumeRole (``POST /_keyrotor/refuse-assume-role``): an account behind an SCP, or
+#: without the role, for the organization tests.
+REFUSED_ACCOUNTS: set[str] = set()
+
+
+class _AssumeRoleRefused(InvalidClientTokenIdError):
+    """AWS's answer to AssumeRole when the role's trust policy (or an SCP) refuses the caller."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.code = 403
+        self.error_type = "AccessDenied"
+        self.message = "User is not authorized to perform: sts:AssumeRole on this resource"
+
+
+def _assumes_into_refused_account(environ: dict[str, Any], request: Request) -> bool:
+    body = request.get_data()
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    fields = parse_qs(body.decode(errors="replace"))
+    if fields.get("Action", [""])[0] != "AssumeRole":
+        return False
+    role = fields.get("RoleArn", [""])[0]
+    return any(f":{account}:" in role for account in REFUSED_ACCOUNTS)
+
+
 class KeyStatusGate:
     """WSGI middleware that authenticates IAM-user-key requests before moto sees them."""
 
@@ -272,6 +298,8 @@ class KeyStatusGate:
         sig = parse_sigv4(request.headers, query)
         if sig is None or sig.service not in GATED_SERVICES:
             return self._app(environ, start_response)
+        if sig.service == "sts" and REFUSED_ACCOUNTS and _assumes_into_refused_account(environ, request):
+            return error_response(_AssumeRoleRefused(), "sts", start_response)
         with self._lock:
             if sig.key_id.startswith(_USER_KEY_PREFIX):
                 error = refusal(environ, request, sig)
@@ -301,10 +329,15 @@ class LocalControls:
             return self._app(environ, start_response)
         request = Request(environ)
         if request.path == "/_keyrotor/seed" and request.method == "POST":
-            created = seed_users(json.loads(request.get_data() or b"{}").get("users", []))
+            body = json.loads(request.get_data() or b"{}")
+            created = seed_users(body.get("users", []), str(body.get("account_id") or DEFAULT_ACCOUNT_ID))
             answer = json.dumps({"users": created}).encode()
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(answer)))])
             return [answer]
+        if request.path == "/_keyrotor/refuse-assume-role" and request.method == "POST":
+            REFUSED_ACCOUNTS.update(json.loads(request.get_data() or b"{}").get("account_ids", []))
+            start_response("204 No Content", [])
+            return []
         if request.path != "/_keyrotor/backdate" or request.method != "POST":
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"unknown keyrotor control\n"]
@@ -331,17 +364,18 @@ def backdate_key(key: AccessKey, body: dict[str, Any]) -> None:
         )
 
 
-def seed_users(users: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """Create IAM users with tags and back-dated keys directly in moto's default account.
+def seed_users(users: list[dict[str, Any]], account_id: str = DEFAULT_ACCOUNT_ID) -> dict[str, list[str]]:
+    """Create IAM users with tags and back-dated keys directly in one of moto's accounts (default: its own).
 
     Args:
         users: ``{"name", "tags", "keys"}`` entries; each key is ``{"status", "created", "last_used",
             "service", "region"}`` with ISO 8601 times (``created`` and ``last_used`` optional).
+        account_id: The account to create them in.
 
     Returns:
         Each user's new access key ids, in creation order.
     """
-    backend = iam_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    backend = iam_backends[account_id]["aws"]
     created: dict[str, list[str]] = {}
     for user in users:
         tags = [{"Key": key, "Value": value} for key, value in user.get("tags", {}).items()]

@@ -78,20 +78,25 @@ class SeedUser:
         return {"name": self.name, "tags": self.tags, "keys": [key.to_json() for key in self.keys]}
 
 
-def seed_users(endpoint_url: str, users: Sequence[SeedUser], batch: int = 2000) -> dict[str, list[str]]:
+def seed_users(
+    endpoint_url: str, users: Sequence[SeedUser], batch: int = 2000, account_id: str | None = None
+) -> dict[str, list[str]]:
     """Create many users with tags and back-dated keys through the local moto server's ``/_keyrotor/seed``.
 
     Args:
         endpoint_url: The local moto server's URL.
         users: The users to create; none may exist yet.
         batch: Users per request.
+        account_id: The moto account to create them in (default: moto's own).
 
     Returns:
         Each user's new access key ids, in the order of its keys.
     """
     created: dict[str, list[str]] = {}
     for start in range(0, len(users), batch):
-        body = {"users": [user.to_json() for user in users[start : start + batch]]}
+        body: dict[str, Any] = {"users": [user.to_json() for user in users[start : start + batch]]}
+        if account_id:
+            body["account_id"] = account_id
         _, answer = _post_control(endpoint_url, "seed", body, timeout=120)
         created.update(json.loads(answer)["users"])
     return created
@@ -119,3 +124,10 @@ def create_user_with_keys(
         first = created[0]
         records.publish(NewCredentials(first["AccessKeyId"], SecretStr(first["SecretAccessKey"])), cas=0)
     return [key["AccessKeyId"] for key in created]
+
+
+def refuse_assume_role(endpoint_url: str, account_ids: Sequence[str]) -> None:
+    """Make AssumeRole into these accounts fail with AccessDenied on the local moto (an SCP, a missing role)."""
+    status, _ = _post_control(endpoint_url, "refuse-assume-role", {"account_ids": list(account_ids)}, timeout=10)
+    if status != 204:
+        raise RuntimeError(f"refuse-assume-role failed: HTTP {status}")

@@ -32,7 +32,7 @@ def test_old_key_is_deleted_by_a_scheduled_run_after_the_grace_period(
         run = client.read_flow_run(UUID(report["deletion_run_id"]))
     assert run.state.is_scheduled() or run.state.is_pending()  # the runner may have prefetched it already
     assert abs((run.expected_start_time - datetime.fromisoformat(report["delete_after"])).total_seconds()) < 1
-    assert run.parameters == {"user_name": user}
+    assert run.parameters == {"user_name": user, "account_id": connections.account_id}
 
     early = keyrotor_cli(stack_environ, "finish", user)
     assert early.returncode == 3 and "not before" in early.stderr
@@ -77,7 +77,8 @@ def test_the_sweep_finishes_a_due_deletion_whose_scheduled_run_was_lost(
     assert result.returncode == 0, result.stderr
     time.sleep(1.5)
     report = finish_due_deletions()
-    assert user in report["finished"] and user not in report["failed"]
+    who = f"{connections.account_id}/{user}"
+    assert who in report["finished"] and who not in report["failed"]
     assert_rotated(iam, connections, user, old)
 
 

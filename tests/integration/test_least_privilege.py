@@ -122,3 +122,113 @@ def test_anything_else_is_refused(enforcing: dict[str, Any], service: str, call:
     with pytest.raises(ClientError) as refused:
         call(client)
     assert refused.value.response["Error"]["Code"] == "AccessDenied"
+
+
+ORG_SETUP_CALLS = 14  # the calls of the fixture below; moto enforces policies after them
+
+
+@pytest.fixture(scope="module")
+def enforcing_organization(stack_environ: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """A moto of its own with an organization: keyrotor's user in the management account holds the management
+    policy (and the audit policy, to audit that account too); each member account has the role keyrotor assumes,
+    holding the rotation and audit policies. moto enforces them all after the setup."""
+    import os
+
+    os.environ["INITIAL_NO_AUTH_ACTION_COUNT"] = str(ORG_SETUP_CALLS)
+    try:
+        stack = LocalStack.start(OUTPUT / "least-privilege-org", StackPorts(0, 0, 0), services=("moto",))
+    finally:
+        del os.environ["INITIAL_NO_AUTH_ACTION_COUNT"]
+    try:
+        endpoint = stack.env["AWS_ENDPOINT_URL"]
+        admin = {
+            "endpoint_url": endpoint,
+            "region_name": "us-east-1",
+            "aws_access_key_id": stack.env["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": stack.env["AWS_SECRET_ACCESS_KEY"],
+        }
+        iam = boto3.client("iam", **admin)
+        iam.create_user(UserName="keyrotor")  # 1
+        for name in ("org-management-policy.json", "iam-audit-policy.json"):  # 2-5
+            arn = iam.create_policy(PolicyName=name.removesuffix(".json"), PolicyDocument=moto_variant(name))
+            iam.attach_user_policy(UserName="keyrotor", PolicyArn=arn["Policy"]["Arn"])
+        key = iam.create_access_key(UserName="keyrotor")["AccessKey"]  # 6
+        orgs = boto3.client("organizations", **admin)
+        orgs.create_organization(FeatureSet="ALL")  # 7
+        member = orgs.create_account(AccountName="member", Email="m@example.com")["CreateAccountStatus"][
+            "AccountId"
+        ]  # 8
+        creds = boto3.client("sts", **admin).assume_role(  # 9
+            RoleArn=f"arn:aws:iam::{member}:role/setup", RoleSessionName="setup"
+        )["Credentials"]
+        inside = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+        )
+        trust = (ROOT / "policies" / "org-member-role-trust.json").read_text()
+        trust = trust.replace("MANAGEMENT_ACCOUNT_ID", "123456789012").replace("KEYROTOR_USER", "keyrotor")
+        trust = trust.replace("EXTERNAL_ID", "keyrotor-test-external-id")
+        # The role AWS (and moto) creates in a new member account; keyrotor's trust policy replaces its default one.
+        inside.update_assume_role_policy(RoleName="OrganizationAccountAccessRole", PolicyDocument=trust)  # 10
+        for name in ("iam-policy.json", "iam-audit-policy.json"):  # 11-14: enforcement starts after the last
+            arn = inside.create_policy(PolicyName=name.removesuffix(".json"), PolicyDocument=moto_variant(name))
+            inside.attach_role_policy(RoleName="OrganizationAccountAccessRole", PolicyArn=arn["Policy"]["Arn"])
+        now = datetime.now(UTC)
+        old = SeedKey(created=now - timedelta(days=120), last_used=now - timedelta(days=2))
+        seed_users(endpoint, [SeedUser("org-lp", (old,)), SeedUser("org-lp-rotate", (old,))], account_id=member)
+        env = {
+            **{k: v for k, v in stack_environ.items() if k != "PREFECT_API_URL"},
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            "PREFECT_HOME": str(OUTPUT / "least-privilege-org" / "prefect-home"),
+            "KEYROTOR_EXTERNAL_ID": "keyrotor-test-external-id",
+        }
+        yield {"env": env, "member": member}
+    finally:
+        stack.stop(purge=True)
+
+
+def test_an_organization_audit_and_a_member_rotation_work_with_the_organization_policies(
+    enforcing_organization: dict[str, Any],
+) -> None:
+    env, member = enforcing_organization["env"], enforcing_organization["member"]
+    audit = keyrotor_cli(env, "audit", "--organization", "--json", "--user", "org-lp*")
+    assert audit.returncode == 10, audit.stderr[-3000:]  # findings in the member account; every account audited
+    report = json.loads(audit.stdout)
+    assert report["not_audited"] == [] and {f["account_id"] for f in report["findings"]} == {member}
+    rotated = keyrotor_cli(env, "rotate", "org-lp-rotate", "--account", member, "--local", "--json", timeout=300)
+    assert rotated.returncode == 0, rotated.stderr[-3000:]
+    assert json.loads(rotated.stdout)["account_id"] == member
+
+
+def test_outside_the_organization_policies_calls_are_refused(enforcing_organization: dict[str, Any]) -> None:
+    env, member = enforcing_organization["env"], enforcing_organization["member"]
+    own = {
+        "endpoint_url": env["AWS_ENDPOINT_URL"],
+        "region_name": "us-east-1",
+        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+    }
+    with pytest.raises(ClientError) as refused:
+        boto3.client("iam", **own).create_user(UserName="intruder")  # the management account: not keyrotor's to change
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    creds = boto3.client("sts", **own).assume_role(
+        RoleArn=f"arn:aws:iam::{member}:role/OrganizationAccountAccessRole", RoleSessionName="keyrotor-test"
+    )["Credentials"]
+    inside = boto3.client(
+        "iam",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+    for call in (lambda: inside.create_user(UserName="intruder"), lambda: inside.list_roles()):
+        with pytest.raises(ClientError) as refused:
+            call()
+        assert refused.value.response["Error"]["Code"] == "AccessDenied"

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,13 +31,6 @@ from tests.integration.test_rotate import active_keys, assert_rotated
 from tests.integration.test_waiting import make_fleet
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def own_server(stack_environ: dict[str, str]) -> Iterator[dict[str, str]]:
-    """A Prefect server (on PostgreSQL) of this module's own; yields the environment pointing at it."""
-    with LocalStack.start(OUTPUT / "own-prefect", StackPorts(0, 0, 0), services=("prefect",)) as own:
-        yield {**stack_environ, "PREFECT_API_URL": own.env["PREFECT_API_URL"]}
 
 
 def descendants(pid: int) -> list[int]:

@@ -119,6 +119,7 @@ def test_no_secret_reaches_prefect_storage_logs_or_output(
         "require_approval": False,
         "accept_unsafe_quiet_period": False,
         "force": False,
+        "account_id": None,
     }
     assert len(logs) > 5, "the flow's logs should have reached the server"
     assert all(secret not in log.message for log in logs for secret in secrets)

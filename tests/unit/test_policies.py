@@ -119,3 +119,22 @@ def test_the_audit_policy_only_reads() -> None:
 def test_the_policies_name_exactly_the_actions_keyrotor_calls() -> None:
     rotation = {a for s in load("iam-policy.json")["Statement"] for a in _listed(s["Action"])}
     assert rotation == {*WRITES, *READS}
+
+
+def test_the_management_policy_lists_accounts_and_enters_them_through_keyrotor_s_role_only() -> None:
+    text = (ROOT / "policies" / "org-management-policy.json").read_text().replace("ROLE_NAME", "keyrotor-member")
+    policy = json.loads(text)
+    assert allowed(policy, "organizations:ListAccounts", "*")
+    assert allowed(policy, "sts:AssumeRole", "arn:aws:iam::444455556666:role/keyrotor-member")
+    for role in ("OrganizationAccountAccessRole", "admin", "keyrotor-member-2"):
+        assert not allowed(policy, "sts:AssumeRole", f"arn:aws:iam::444455556666:role/{role}"), role
+    for action in (*WRITES, *READS, *AUDIT, "organizations:CreateAccount", "organizations:*"):
+        assert not allowed(policy, action, "*"), action
+
+
+def test_the_member_role_trusts_keyrotor_only_with_the_external_id() -> None:
+    trust = json.loads((ROOT / "policies" / "org-member-role-trust.json").read_text())
+    (statement,) = trust["Statement"]
+    assert statement["Effect"] == "Allow" and statement["Action"] == "sts:AssumeRole"
+    assert statement["Principal"] == {"AWS": "arn:aws:iam::MANAGEMENT_ACCOUNT_ID:user/KEYROTOR_USER"}
+    assert statement["Condition"] == {"StringEquals": {"sts:ExternalId": "EXTERNAL_ID"}}
