@@ -116,6 +116,7 @@ def rotate(
     verified; 6 the old key was still in use at max-wait (both keys left active); 7 Vault error; 8 AWS error;
     9 Prefect server unreachable, or nothing runs its deployments.
     """
+    from keyrotor.durations import format_duration
     from keyrotor.inputs import check_quiet_period, check_user_name, resolve_timings
     from keyrotor.settings import Settings
 
@@ -147,13 +148,13 @@ def rotate(
         if not local and served(ROTATE.full_name):
             _rotate_on_server(user, parameters, wait, as_json)
             return
-        if not local and settings_api_url():
-            err.print(
-                f"No runner serves {ROTATE.name} on {server_name()}: rotating in this process, which stays until the "
-                f"old key has been unused for {timings.quiet_period} (at most {timings.max_wait}). Start "
-                "`keyrotor serve` to let rotations wait without a process.",
-                highlight=False,
-            )
+        where = "--local" if local else f"no runner serves {ROTATE.name} on {server_name()}"
+        err.print(
+            f"Rotating in this process ({where}): it stays until the old key has been unused for "
+            f"{format_duration(timings.quiet_period)} (at most {format_duration(timings.max_wait)}). Serve the "
+            "deployments (`keyrotor serve`) to let rotations wait without a process.",
+            highlight=False,
+        )
         from prefect import tags
 
         from keyrotor.flows.rotate import rotate_access_key

@@ -218,6 +218,8 @@ def test_rotate_works_without_a_prefect_server_in_ephemeral_mode(
     result = keyrotor_cli(env, "rotate", user, "--local", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "temporary server" in result.stderr
+    said = " ".join(result.stderr.split())  # the console wraps long lines
+    assert "Rotating in this process" in said and "stays until the old key" in said
     assert (tmp_path / "prefect.db").is_file(), "Prefect's ephemeral database belongs in PREFECT_HOME"
     assert_rotated(iam, connections, user, old)
 
