@@ -6,8 +6,9 @@ import logging
 from collections.abc import Callable
 
 from prefect import get_run_logger
+from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
-from prefect.states import Failed, State
+from prefect.states import Failed
 
 from keyrotor.errors import KeyrotorError
 

@@ -7,8 +7,8 @@ from datetime import timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import State
 from prefect.settings import get_current_settings
-from prefect.states import State
 
 from keyrotor.errors import KeyrotorError
 from keyrotor.flows import refused, run_name

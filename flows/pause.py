@@ -4,7 +4,7 @@ while a run is Running, and expires; a rotation that waits for its old key to go
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
-from prefect.states import State
+from prefect.client.schemas.objects import State
 
 from keyrotor.accounts import check_account_id
 from keyrotor.connect import Connections

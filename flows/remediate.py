@@ -72,7 +72,9 @@ def audit_and_remediate(
     audited = audit_accounts_task(settings, users or [], accounts or [], organization)
     plans = plan_remediation(audited, settings, timedelta(days=1), max(1, max_concurrency))
     publish_audit_and_plan(audited, plans)
-    exempt = [e.user for result in audited.results.values() for e in result.exempt]
+    exempt = [
+        {"account_id": account, "user": e.user} for account, result in audited.results.items() for e in result.exempt
+    ]
     report: dict[str, Any] = {"plans": [plan.to_json() for plan in plans], "exempt": exempt}
     not_audited = [
         {"account_id": account, "user": None, "action": "audit", "outcome": "not audited", "reason": reason}

@@ -10,8 +10,8 @@ from datetime import timedelta
 from typing import Any
 
 from prefect import flow
+from prefect.client.schemas.objects import State
 from prefect.exceptions import Pause
-from prefect.states import State
 
 from keyrotor.errors import KeyrotorError
 from keyrotor.flows import refused, run_name

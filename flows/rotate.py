@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import State
 from prefect.exceptions import Abort, Pause
-from prefect.states import State
 
 from keyrotor.errors import KeyrotorError
 from keyrotor.flows import refused, run_name

@@ -109,7 +109,9 @@ def caller_account(base: boto3.Session) -> str:
             try:
                 _caller[id(base)] = str(base.client("sts").get_caller_identity()["Account"])
             except (ClientError, BotoCoreError) as error:
-                raise AwsError(f"identify keyrotor's AWS account: {error}") from None
+                from keyrotor.aws import translate
+
+                raise translate(error, "identify keyrotor's AWS account") from None
         return _caller[id(base)]
 
 

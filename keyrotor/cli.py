@@ -405,9 +405,9 @@ def remediate(
     except KeyrotorError as error:
         _fail(error, as_json)
         return
-    exempt = [f"{acct}/{e.user}" for acct, result in audited.results.items() for e in result.exempt]
+    exempt = [{"account_id": acct, "user": e.user} for acct, result in audited.results.items() for e in result.exempt]
     if not as_json:
-        _print_plan(plans, exempt)
+        _print_plan(plans, [f"{e['account_id']}/{e['user']}" for e in exempt])
         for acct, reason in sorted(audited.failures.items()):
             err.print(f"[bold red]account {acct} not audited:[/] {reason}", highlight=False)
     if dry_run:

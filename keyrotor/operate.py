@@ -12,8 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect.client.schemas.objects import FlowRun, StateDetails, StateType
-from prefect.states import State
+from prefect.client.schemas.objects import FlowRun, State, StateDetails, StateType
 
 from keyrotor.connect import Connections, whoami
 from keyrotor.errors import PreconditionFailed, RotationConflict

@@ -12,10 +12,9 @@ from uuid import UUID
 
 import httpx
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun, StateDetails, StateType
+from prefect.client.schemas.objects import FlowRun, State, StateDetails, StateType
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
-from prefect.states import State
 
 from keyrotor.errors import PrefectUnavailable
 

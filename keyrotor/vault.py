@@ -102,10 +102,10 @@ class VaultKV:
                     raise
             except KeyrotorError:
                 raise
+            except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as error:
+                raise translate(error, action, self.addr) from None  # (requests' errors are OSErrors too)
             except (ValueError, OSError) as error:  # the login's settings (a missing file, no role id...)
                 raise VaultError(f"cannot log in to Vault at {self.addr} to {action}: {error}") from None
-            except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as error:
-                raise translate(error, action, self.addr) from None
 
         try:
             return attempt()

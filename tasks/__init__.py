@@ -11,8 +11,17 @@ key ids, and the one value that must never reach Prefect's storage, the secret, 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
+from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
-STEP: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def step(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """A step of a procedure as a Prefect task: named, never cached, its result never persisted."""
+
+    return task(name=name, cache_policy=NO_CACHE, persist_result=False)

@@ -8,7 +8,7 @@ point again, and gets the answer given instead of pausing twice.
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.exceptions import Pause
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
@@ -17,7 +17,7 @@ from pydantic import Field
 
 from keyrotor.context import RotationContext
 from keyrotor.model import LastUsed, Phase, RotationState, utcnow
-from keyrotor.tasks import STEP
+from keyrotor.tasks import step
 from keyrotor.tasks.pause import record_pause
 
 
@@ -60,7 +60,7 @@ def ask_approval(ctx: RotationContext, state: RotationState, last_used: LastUsed
         raise
 
 
-@task(name="reject-rotation", **STEP)
+@step("reject-rotation")
 def reject_rotation(ctx: RotationContext, state: RotationState, note: str) -> RotationState:
     """End the rotation at the operator's word: both keys stay active, the new one stays in Vault."""
     get_run_logger().warning("Deactivation rejected%s; both keys stay active", f" ({note})" if note else "")

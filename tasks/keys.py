@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from keyrotor.context import RotationContext
@@ -24,10 +24,10 @@ from keyrotor.errors import (
 from keyrotor.failpoints import failpoint
 from keyrotor.logic import QuietCheck, check_quiet, orphan_keys
 from keyrotor.model import KeyStatus, LastUsed, NewCredentials, Phase, RotationState, utcnow
-from keyrotor.tasks import STEP
+from keyrotor.tasks import step
 
 
-@task(name="create-new-key", **STEP)
+@step("create-new-key")
 def create_new_key(ctx: RotationContext, state: RotationState) -> RotationState:
     """Create the new key and stash its secret in Vault at once, so it is never lost.
 
@@ -92,7 +92,7 @@ def _create_key(ctx: RotationContext, state: RotationState) -> NewCredentials:
                 logger.warning("AWS still unavailable (%s); trying again", unavailable)
 
 
-@task(name="verify-new-key", **STEP)
+@step("verify-new-key")
 def verify_new_key(ctx: RotationContext, state: RotationState) -> RotationState:
     """Prove the new key authenticates (``sts:GetCallerIdentity`` signed with it), retrying through IAM's delay.
 
@@ -166,7 +166,7 @@ def check_old_key(ctx: RotationContext, state: RotationState) -> OldKeyCheck:
     return OldKeyCheck(last_used, decision)
 
 
-@task(name="deactivate-old-key", **STEP)
+@step("deactivate-old-key")
 def deactivate_old_key(ctx: RotationContext, state: RotationState) -> RotationState:
     """Make the old key Inactive, but only while Vault publishes the new key (never the old one) and it is Active."""
     if state.phase.reached(Phase.DEACTIVATED):
@@ -195,7 +195,7 @@ def deactivate_old_key(ctx: RotationContext, state: RotationState) -> RotationSt
     )
 
 
-@task(name="delete-old-key", **STEP)
+@step("delete-old-key")
 def delete_old_key(ctx: RotationContext, state: RotationState) -> RotationState:
     """Delete the deactivated old key once its grace period is over, and complete the rotation.
 
@@ -223,7 +223,7 @@ def delete_old_key(ctx: RotationContext, state: RotationState) -> RotationState:
     return ctx.save(state.evolve(phase=Phase.COMPLETED, completed_at=now))
 
 
-@task(name="stop-waiting", **STEP)
+@step("stop-waiting")
 def stop_waiting(ctx: RotationContext, state: RotationState, check: OldKeyCheck) -> RotationState:
     """At the deadline, with the old key still in use: record the evidence, leave both keys active, stop."""
     message = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.runtime import flow_run
 
 from keyrotor.accounts import check_account_id
@@ -18,7 +18,7 @@ from keyrotor.logic import plan_slots
 from keyrotor.model import AccessKey, Phase, RotationState, utcnow
 from keyrotor.prefect_api import WAITING, run_state
 from keyrotor.settings import Settings, Timings
-from keyrotor.tasks import STEP
+from keyrotor.tasks import step
 
 #: How long the first look at Vault retries before a run gives up, changing nothing (an operator is waiting).
 FIRST_CONTACT = timedelta(seconds=5)
@@ -55,7 +55,7 @@ def preflight(
     )
 
 
-@task(name="start-rotation", **STEP)
+@step("start-rotation")
 def start_rotation(ctx: RotationContext, timings: Timings, overridden: bool, force: bool = False) -> RotationState:
     """Continue the rotation in progress, or record a new one after choosing the key to retire.
 
@@ -197,7 +197,7 @@ def _paused_in_prefect(run_id: str | None) -> str | None:
     return run_id if current is not None and current.is_paused() and current.name != WAITING else None
 
 
-@task(name="load-rotation", **STEP)
+@step("load-rotation")
 def load_rotation(ctx: RotationContext) -> RotationState:
     """The user's recorded rotation; PreconditionFailed when there is none."""
     state = ctx.records.load_state()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from prefect import Flow, get_run_logger, task
+from prefect import Flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import TagsContext
 
@@ -20,11 +20,11 @@ from keyrotor.model import utcnow
 from keyrotor.prefect_api import deployment_ids, start_run
 from keyrotor.remediation import Action, UserPlan
 from keyrotor.settings import Settings
-from keyrotor.tasks import STEP
+from keyrotor.tasks import step
 from keyrotor.tasks.report import user_tags
 
 
-@task(name="audit-accounts", **STEP)
+@step("audit-accounts")
 def audit_accounts_task(
     settings: AuditSettings, only_users: list[str], accounts: list[str], organization: bool
 ) -> AccountsAudit:
@@ -54,7 +54,7 @@ def audit_accounts_task(
     return audited
 
 
-@task(name="plan-remediation", **STEP)
+@step("plan-remediation")
 def plan_remediation(
     audited: AccountsAudit, settings: AuditSettings, recent: timedelta, concurrency: int
 ) -> list[UserPlan]:
@@ -67,7 +67,7 @@ def plan_remediation(
     return plans
 
 
-@task(name="publish-audit-and-plan", **STEP)
+@step("publish-audit-and-plan")
 def publish_audit_and_plan(audited: AccountsAudit, plans: list[UserPlan]) -> None:
     """The audit as a table and the plan as markdown, in the Prefect UI."""
     rows = [
@@ -170,7 +170,7 @@ def _run_remedy(
     return ("started" if fresh else "already started"), str(run.id)
 
 
-@task(name="publish-outcome", **STEP)
+@step("publish-outcome")
 def publish_outcome(outcomes: list[dict[str, Any]]) -> None:
     """The outcome per user as a table in the Prefect UI."""
     create_table_artifact(

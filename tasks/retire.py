@@ -5,17 +5,17 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from keyrotor.context import RotationContext
 from keyrotor.errors import PreconditionFailed
 from keyrotor.model import RETIREMENT, Phase, RotationState, utcnow
 from keyrotor.settings import Timings
-from keyrotor.tasks import STEP
+from keyrotor.tasks import step
 from keyrotor.tasks.preflight import continue_recorded
 
 
-@task(name="start-retirement", **STEP)
+@step("start-retirement")
 def start_retirement(
     ctx: RotationContext,
     timings: Timings,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled
@@ -15,10 +15,10 @@ from keyrotor.errors import PreconditionFailed, RollbackImpossible, RotationConf
 from keyrotor.failpoints import failpoint
 from keyrotor.model import KeyStatus, Phase, RotationState, utcnow
 from keyrotor.prefect_api import prefect_call
-from keyrotor.tasks import STEP
+from keyrotor.tasks import step
 
 
-@task(name="start-rollback", **STEP)
+@step("start-rollback")
 def start_rollback(ctx: RotationContext, state: RotationState) -> RotationState:
     """Refuse, changing nothing, when there is nothing to return to; else record that the rollback started.
 
@@ -49,7 +49,7 @@ def start_rollback(ctx: RotationContext, state: RotationState) -> RotationState:
     return ctx.save(state.evolve(rollback_started_at=utcnow(), rollback={"from_phase": state.phase.value}))
 
 
-@task(name="reactivate-old-key", **STEP)
+@step("reactivate-old-key")
 def reactivate_old_key(ctx: RotationContext, state: RotationState) -> None:
     """Make the old key Active again (first, so applications still holding it work at once)."""
     old = next(key for key in ctx.iam.list_keys(ctx.user_name) if key.key_id == state.old_key_id)
@@ -59,7 +59,7 @@ def reactivate_old_key(ctx: RotationContext, state: RotationState) -> None:
     failpoint("rollback-reactivated")
 
 
-@task(name="restore-previous-secret", **STEP)
+@step("restore-previous-secret")
 def restore_previous_secret(ctx: RotationContext, state: RotationState) -> str:
     """Write the secret's version from before the publish as a new version, so KV history shows the rollback."""
     logger = get_run_logger()
@@ -95,7 +95,7 @@ def restore_previous_secret(ctx: RotationContext, state: RotationState) -> str:
     return note
 
 
-@task(name="deactivate-new-key", **STEP)
+@step("deactivate-new-key")
 def deactivate_new_key(ctx: RotationContext, state: RotationState) -> bool:
     """Make the new key Inactive and destroy its unpublished copy, if any; True when it was deactivated.
 
@@ -114,7 +114,7 @@ def deactivate_new_key(ctx: RotationContext, state: RotationState) -> bool:
     return True
 
 
-@task(name="cancel-pending-runs", **STEP)
+@step("cancel-pending-runs")
 def cancel_pending_runs(ctx: RotationContext, state: RotationState) -> list[str]:
     """Cancel the scheduled deletion and a paused or parked rotation run, so none acts on a rolled-back rotation,
     and drop the rotation from the waiting index."""
@@ -137,7 +137,7 @@ def cancel_pending_runs(ctx: RotationContext, state: RotationState) -> list[str]
     return cancelled
 
 
-@task(name="finish-rollback", **STEP)
+@step("finish-rollback")
 def finish_rollback(ctx: RotationContext, state: RotationState, details: dict[str, Any]) -> RotationState:
     """Record the rollback as the rotation's ending."""
     return ctx.save(

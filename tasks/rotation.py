@@ -8,23 +8,21 @@ server several writes, which a fleet remediation pays per user.
 
 from __future__ import annotations
 
-from prefect import task
-
 from keyrotor.context import RotationContext
 from keyrotor.model import RotationState, utcnow
-from keyrotor.tasks import STEP
+from keyrotor.tasks import step
 from keyrotor.tasks.keys import create_new_key, deactivate_old_key, delete_old_key, verify_new_key
 from keyrotor.tasks.schedule import schedule_deletion
 from keyrotor.tasks.vault import publish_new_key
 
 
-@task(name="introduce-new-key", **STEP)
+@step("introduce-new-key")
 def introduce_new_key(ctx: RotationContext, state: RotationState) -> RotationState:
     """Create the new key, verify it with STS and publish it to Vault (phases created, verified, published)."""
     return publish_new_key.fn(ctx, verify_new_key.fn(ctx, create_new_key.fn(ctx, state)))
 
 
-@task(name="retire-old-key", **STEP)
+@step("retire-old-key")
 def retire_old_key(ctx: RotationContext, state: RotationState) -> RotationState:
     """Deactivate the old key, then delete it if its grace period is over, else schedule its deletion."""
     return finish_old_key(ctx, deactivate_old_key.fn(ctx, state))

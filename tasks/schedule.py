@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
 from keyrotor.context import RotationContext
 from keyrotor.model import RotationState
-from keyrotor.tasks import STEP
+from keyrotor.tasks import step
 
 
-@task(name="schedule-deletion", **STEP)
+@step("schedule-deletion")
 def schedule_deletion(ctx: RotationContext, state: RotationState) -> RotationState:
     """Create a flow run of the delete deployment at the end of the grace period (once per rotation).
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from prefect import task
-
 from keyrotor.connect import Connections
 from keyrotor.errors import KeyrotorError
 from keyrotor.model import Phase, utcnow
 from keyrotor.settings import Settings
-from keyrotor.tasks import STEP
+from keyrotor.tasks import step
 
 
-@task(name="find-due-deletions", **STEP)
+@step("find-due-deletions")
 def due_deletions(settings: Settings) -> list[tuple[str, str]]:
     """(account, user) of every rotation whose old key is deactivated and past its grace period, in every account
     keyrotor has records for."""

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 
 from keyrotor.context import RotationContext
 from keyrotor.errors import PreconditionFailed, RotationConflict, VaultUnavailable
 from keyrotor.failpoints import failpoint
 from keyrotor.model import Phase, RotationState
 from keyrotor.records import Published
-from keyrotor.tasks import STEP
+from keyrotor.tasks import step
 from keyrotor.timeparse import parse_vault_time
 
 
-@task(name="publish-new-key", **STEP)
+@step("publish-new-key")
 def publish_new_key(ctx: RotationContext, state: RotationState) -> RotationState:
     """Write the verified key to the secret path (check-and-set), then destroy the stash.
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from prefect.client.schemas.objects import FlowRun, StateDetails, StateType
-from prefect.states import Scheduled, State
+from prefect.client.schemas.objects import FlowRun, State, StateDetails, StateType
+from prefect.states import Scheduled
 
 from keyrotor.connect import Connections, whoami
 from keyrotor.errors import KeyrotorError, RotationConflict
