@@ -53,9 +53,13 @@ class Samples:
     most: Tree = field(default_factory=Tree)
     most_while_parked: Tree = field(default_factory=Tree)
     peak_rss_mib: float = 0.0
+    pids: set[int] = field(default_factory=set)
+    parked_samples: int = 0
 
-    def add(self, tree: Tree, parked: bool) -> None:
+    def add(self, tree: Tree, members: list[int], parked: bool) -> None:
         self.peak_rss_mib = max(self.peak_rss_mib, tree.rss_mib)
+        self.pids.update(members)
+        self.parked_samples += parked
         for target in (self.most, *([self.most_while_parked] if parked else [])):
             target.processes = max(target.processes, tree.processes)
             target.threads = max(target.threads, tree.threads)
@@ -76,7 +80,7 @@ def process_table() -> dict[int, tuple[int, int, int]]:
     return table
 
 
-def tree_of(root: int) -> Tree:
+def tree_of(root: int) -> tuple[Tree, list[int]]:
     table = process_table()
     children: dict[int, list[int]] = {}
     for pid, (parent, _, _) in table.items():
@@ -87,11 +91,12 @@ def tree_of(root: int) -> Tree:
         if pid in table:
             members.append(pid)
             todo.extend(children.get(pid, []))
-    return Tree(
+    tree = Tree(
         processes=len(members),
         threads=sum(table[pid][1] for pid in members),
         rss_mib=sum(table[pid][2] for pid in members) * PAGE / 2**20,
     )
+    return tree, members
 
 
 def cpu_seconds(pid: int) -> float:
@@ -224,6 +229,7 @@ def main() -> int:
                 finished: dict[str, float] = {}
                 parked_seen = 0
                 next_poll = 0.0
+                all_parked_at: float | None = None
                 while len(finished) < len(users):
                     now = time.monotonic()
                     if now >= next_poll:
@@ -239,8 +245,12 @@ def main() -> int:
                             f"  {now - started:6.0f}s: {len(finished)}/{len(users)} rotated, {parked_seen} parked",
                             file=sys.stderr,
                         )
-                    all_parked = parked_seen == len(users) - len(finished) and parked_seen > 0
-                    samples.add(tree_of(serve.pid), parked=all_parked)
+                    if all_parked_at is None and not finished and parked_seen == len(users):
+                        all_parked_at = now
+                    # The wait: every rotation parked (and their processes given 15 s to exit), none woken yet.
+                    waiting = all_parked_at is not None and now > all_parked_at + 15 and not finished
+                    tree, members = tree_of(serve.pid)
+                    samples.add(tree, members, parked=waiting)
                     if now - started > quiet * 6 + 3600:
                         print("gave up: not every user was rotated", file=sys.stderr)
                         break
@@ -248,7 +258,7 @@ def main() -> int:
                 makespan = max(finished.values()) if finished else float("nan")
                 serve_cpu = cpu_seconds(serve.pid) - serve_cpu0
                 prefect_cpu = cpu_seconds(prefect_pid) - prefect_cpu0
-                runs, processes = run_costs(api, tag)
+                runs, _ = run_costs(api, tag)
         finally:
             stack.stop(purge=True)
     n = len(users)
@@ -258,16 +268,21 @@ def main() -> int:
         f"remediate returned after {returned:.1f}s; every user rotated after {makespan:.1f}s = {makespan / quiet:.2f} W"
         f" (target <= 1.5 W: {'met' if ok else 'MISSED'}); rotated {len(finished)}/{n}"
     )
-    print(
-        f"while all were parked: at most {samples.most_while_parked.processes} processes, "
-        f"{samples.most_while_parked.threads} threads, {samples.most_while_parked.rss_mib:.0f} MiB (serve and its flow runs)"
-    )
+    if samples.parked_samples:
+        print(
+            f"while all were parked ({samples.parked_samples} samples): at most "
+            f"{samples.most_while_parked.processes} processes, {samples.most_while_parked.threads} threads, "
+            f"{samples.most_while_parked.rss_mib:.0f} MiB (keyrotor serve and its flow runs)"
+        )
+    else:
+        print("the first rotations were woken before the last ones parked: no sample with every rotation parked")
     print(
         f"overall: at most {samples.most.processes} processes, {samples.most.threads} threads; "
         f"peak RSS {samples.peak_rss_mib:.0f} MiB"
     )
+    started_processes = len(samples.pids) - 1  # every process seen below keyrotor serve (sampled each second)
     print(
-        f"per rotation: {runs / n:.2f} flow runs, {processes / n:.2f} processes started, "
+        f"per rotation: {runs / n:.2f} flow runs, {started_processes / n:.2f} flow-run processes started, "
         f"{(serve_cpu + remediate_cpu) / n:.2f} CPU s keyrotor (serve, its flow runs and the remediate command), "
         f"{prefect_cpu / n:.2f} CPU s Prefect server"
     )

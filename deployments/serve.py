@@ -10,11 +10,13 @@ grace period) wait in Prefect's database. At most ``limit`` flow runs work at on
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron, Interval
+from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY, temporary_settings
 
 from keyrotor.deployments.table import ALL, Deployment
 from keyrotor.tasks.wake import start_waker_thread
@@ -48,8 +50,12 @@ def serve_all(limit: int, wake: bool = True) -> None:
     _log_to_stderr()
     stop = threading.Event()
     waker = start_waker_thread(stop) if wake else None
+    # A woken rotation is Scheduled again: look for due runs every 2 s rather than Prefect's default 10 s, so it is
+    # picked up within seconds (one cheap query per poll), unless the environment says otherwise.
+    poll = float(os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY") or 2)
     try:
-        serve(*build_deployments(), limit=limit)
+        with temporary_settings(updates={PREFECT_RUNNER_POLL_FREQUENCY: poll}):
+            serve(*build_deployments(), limit=limit)
     finally:
         stop.set()
         if waker is not None:
