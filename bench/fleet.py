@@ -230,6 +230,7 @@ def main() -> int:
                 parked_seen = 0
                 next_poll = 0.0
                 all_parked_at: float | None = None
+                first_due = datetime.max.replace(tzinfo=UTC)
                 while len(finished) < len(users):
                     now = time.monotonic()
                     if now >= next_poll:
@@ -247,8 +248,15 @@ def main() -> int:
                         )
                     if all_parked_at is None and not finished and parked_seen == len(users):
                         all_parked_at = now
-                    # The wait: every rotation parked (and their processes given 15 s to exit), none woken yet.
-                    waiting = all_parked_at is not None and now > all_parked_at + 15 and not finished
+                        # No rotation can be woken before the first publish plus the quiet period.
+                        published = [connections.records(u).load_state().published_at for u in users]
+                        first_due = min(p for p in published if p) + timedelta(seconds=quiet)
+                    # The wait: every rotation parked (their processes given 15 s to exit), none due yet.
+                    waiting = (
+                        all_parked_at is not None
+                        and now > all_parked_at + 15
+                        and datetime.now(UTC) < first_due - timedelta(seconds=5)
+                    )
                     tree, members = tree_of(serve.pid)
                     samples.add(tree, members, parked=waiting)
                     if now - started > quiet * 6 + 3600:

@@ -71,7 +71,8 @@ def retire_access_key(
             waited = Waited(state)
             if not state.phase.terminal:
                 try:
-                    waited = wait_until_old_key_is_quiet(leased, state)
+                    continued = state.started_by != leased.actor  # recorded by an earlier run: it may have parked
+                    waited = wait_until_old_key_is_quiet(leased, state, continued)
                 except Pause:
                     record_hold(leased, "suspended from Prefect")
                     raise

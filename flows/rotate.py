@@ -88,12 +88,13 @@ def rotate(user_name: str, *durations: str | None, options: RotationOptions = Ro
         state = start_rotation(leased, timings, overridden, options.force)
         if state.phase.terminal:
             return state.report()
+        continued = state.started_by != leased.actor  # recorded by an earlier run: it may have parked
         try:
             if not state.phase.reached(Phase.PUBLISHED):
                 state = introduce_new_key(leased, state)  # create, verify with STS, publish to Vault
             elif state.phase is Phase.PUBLISHED:
                 leased.records.discard_stash()  # a run may have died between recording the publish and this
-            waited = wait_until_old_key_is_quiet(leased, state)
+            waited = wait_until_old_key_is_quiet(leased, state, continued)
             state = waited.state
             if waited.parked is None:
                 if options.require_approval and waited.evidence is not None and state.phase is Phase.PUBLISHED:

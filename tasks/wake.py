@@ -222,8 +222,13 @@ class Waker:
             self.log.warning("Flow run %s of %r was cancelled while it waited; leaving it", run.id, wait.user_name)
             self._hold(wait.account_id, wait.user_name, str(run.id), "its flow run was cancelled")
             return False
-        self._revive(run, wait.account_id, wait.user_name, report)
-        return True
+        if state.is_crashed():  # its process died after it was resumed: run it again
+            self._revive(run, wait.account_id, wait.user_name, report)
+            return True
+        # Completed or failed: it moved on and the record stayed behind (an interrupted clean-up)
+        self.log.info("Dropping the stale waiting record of %r (flow run %s is %s)", wait.user_name, run.id, state.name)
+        self.connections.waiting.remove(wait.account_id, wait.user_name, wait.wait_id)
+        return False
 
     # --- recovery -----------------------------------------------------------------------------------------------
     def _recover(self, now: datetime, report: SweepReport) -> None:
