@@ -107,15 +107,18 @@ def state_of(env: dict[str, str], run_id: str):  # type: ignore[no-untyped-def]
         return client.read_flow_run(UUID(run_id)).state
 
 
-def restart_prefect() -> None:
-    """Stop the module's Prefect server and start it again (same port, same PostgreSQL database)."""
+def restart_prefect(down_for: float = 0) -> None:
+    """Stop the module's Prefect server and, ``down_for`` seconds later, start it again (same port, same
+    PostgreSQL database: a server on a new database would not know the runs)."""
     folder = OUTPUT / "own-prefect"
     recorded = read_stack(folder)
     assert recorded is not None
     port = recorded.services["prefect"].port
     LocalStack(recorded.stack_dir, recorded.vault_token, {"prefect": recorded.services["prefect"]}).stop()
+    time.sleep(down_for)
     again = LocalStack.start(folder, StackPorts(0, 0, port), services=("prefect",))
-    assert again.services["prefect"].port == port and "postgres" in again.services
+    log = again.services["prefect"].log.read_text()[-3000:]
+    assert again.services["prefect"].port == port and "postgres" in again.services, (again.notes, log)
 
 
 def test_a_waiting_rotation_survives_its_runner_and_its_prefect_server_restarting(
@@ -217,13 +220,7 @@ def everything_down(iam_proxy: Any, vault_proxy: Any) -> None:
     """IAM/STS and Vault refuse keyrotor for OUTAGE seconds, and the Prefect server is stopped for as long."""
     iam_proxy.down(OUTAGE)
     vault_proxy.down(OUTAGE)
-    folder = OUTPUT / "own-prefect"
-    recorded = read_stack(folder)
-    assert recorded is not None
-    port = recorded.services["prefect"].port
-    LocalStack(recorded.stack_dir, recorded.vault_token, {"prefect": recorded.services["prefect"]}).stop()
-    time.sleep(OUTAGE)
-    LocalStack.start(folder, StackPorts(0, 0, port), services=("prefect",))
+    restart_prefect(down_for=OUTAGE)
 
 
 @pytest.mark.parametrize("when", ["during-the-wait", "during-a-step"])
