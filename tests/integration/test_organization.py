@@ -99,6 +99,27 @@ def test_an_organization_audit_reports_each_account_and_the_one_that_refused(org
     )
 
 
+def test_a_member_account_session_reuses_the_parsed_botocore_data_and_acts_in_that_account(
+    organization, stack_environ, monkeypatch
+) -> None:
+    """Each account's session shares the caller's loader: parsing botocore's data files again per account was most
+    of an organization audit's time (bench/audit_organization.py: 2.35x a single account before, 1.31x after)."""
+    from keyrotor.accounts import RoleToAssume, assumed_session
+
+    team_a = organization["accounts"][0]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", stack_environ["AWS_ENDPOINT_URL"])
+    base = boto3.session.Session(
+        aws_access_key_id=stack_environ["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=stack_environ["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+    member = assumed_session(base, team_a, RoleToAssume(), "test")
+    loader = base._session.get_component("data_loader")  # noqa: SLF001
+    assert member._session.get_component("data_loader") is loader  # noqa: SLF001
+    sts = member.client("sts")
+    assert sts.get_caller_identity()["Account"] == team_a
+
+
 def test_bad_account_ids_are_bad_input(stack_environ) -> None:
     for args in (("audit", "--account", "12345"), ("rotate", "alice", "--account", "not-an-account", "--local")):
         result = keyrotor_cli(stack_environ, *args)
