@@ -24,8 +24,9 @@ install-browser:
 demo: install
 	$(BIN)/keyrotor demo --stack-dir $(STACK_DIR)
 
-## The whole suite: unit tests and integration tests against real moto, OpenBao and Prefect servers.
+## The whole suite: ruff, then unit tests and integration tests against real moto, OpenBao and Prefect servers.
 test: install install-browser
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 test-unit: install
