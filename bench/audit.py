@@ -33,8 +33,9 @@ from typing import Any
 
 import boto3
 
-from keyrotor.audit import AuditPolicy, AuditResult
-from keyrotor.credential_report import audit_account, fetch_credential_report
+from keyrotor.adapters.credential_report import audit_account, fetch_credential_report
+from keyrotor.audit.cis import AuditPolicy
+from keyrotor.audit.findings import AuditResult
 from keyrotor.stack.seed import SeedKey, SeedUser, seed_users
 from keyrotor.stack.services import LocalStack, StackPorts
 

@@ -36,12 +36,12 @@ def main() -> int:
     import boto3
     from pydantic import SecretStr
 
-    from keyrotor.apps import SimulatedApp
-    from keyrotor.connect import Connections
-    from keyrotor.model import NewCredentials
+    from keyrotor.adapters.connections import Connections
+    from keyrotor.core.model import NewCredentials
     from keyrotor.settings import Settings
     from keyrotor.stack.faults import FaultPlan, FaultProxy
     from keyrotor.stack.services import LocalStack, StackPorts
+    from keyrotor.stack.simulated_apps import SimulatedApp
 
     with tempfile.TemporaryDirectory(prefix="keyrotor-faults-bench-") as folder:
         stack = LocalStack.start(Path(folder) / "stack", StackPorts(0, 0, 0), services=("moto", "vault"))

@@ -176,8 +176,8 @@ def main() -> int:
     parser.add_argument("--quiet-period", type=int, default=600, help="W, in seconds")
     args = parser.parse_args()
 
-    from keyrotor.connect import Connections
-    from keyrotor.model import Phase
+    from keyrotor.adapters.connections import Connections
+    from keyrotor.core.model import Phase
     from keyrotor.settings import Settings
     from keyrotor.stack.services import LocalStack, StackPorts
 

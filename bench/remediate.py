@@ -42,12 +42,12 @@ def baseline(prefix: str, concurrency: int) -> int:
     """The same calls as a remediation, made directly: audit, plan, then each rotation's steps in a thread pool."""
     from prefect.logging import disable_run_logger
 
-    from keyrotor.audit_settings import AuditSettings
-    from keyrotor.connect import Connections, whoami
-    from keyrotor.context import RotationContext
-    from keyrotor.credential_report import run_audit
-    from keyrotor.fleet import plan_fleet
+    from keyrotor.adapters.connections import Connections, whoami
+    from keyrotor.adapters.credential_report import run_audit
+    from keyrotor.audit.settings import AuditSettings
+    from keyrotor.remediation.survey import plan_fleet
     from keyrotor.settings import Settings
+    from keyrotor.tasks.context import RotationContext
     from keyrotor.tasks.keys import check_old_key, create_new_key, deactivate_old_key, delete_old_key, verify_new_key
     from keyrotor.tasks.lease import Lease
     from keyrotor.tasks.preflight import start_rotation

@@ -10,7 +10,7 @@ from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
 from prefect.states import Failed
 
-from keyrotor.errors import KeyrotorError
+from keyrotor.core.errors import KeyrotorError
 
 
 def refused(error: KeyrotorError) -> State:

@@ -10,10 +10,10 @@ from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.settings import get_current_settings
 
-from keyrotor.errors import KeyrotorError
+from keyrotor.core.errors import KeyrotorError
+from keyrotor.core.inputs import check_user_name
+from keyrotor.core.model import Phase, utcnow
 from keyrotor.flows import refused, run_name
-from keyrotor.inputs import check_user_name
-from keyrotor.model import Phase, utcnow
 from keyrotor.settings import Settings
 from keyrotor.tasks.keys import delete_old_key
 from keyrotor.tasks.lease import rotation_lease

@@ -11,7 +11,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from keyrotor.errors import KeyrotorError
+from keyrotor.core.errors import KeyrotorError
 from keyrotor.flows.delete_old_key import delete_old_key_after_grace
 from keyrotor.settings import Settings
 from keyrotor.tasks.sweep import due_deletions

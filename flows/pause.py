@@ -6,12 +6,12 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 
-from keyrotor.accounts import check_account_id
-from keyrotor.connect import Connections
-from keyrotor.errors import KeyrotorError
+from keyrotor.adapters.accounts import check_account_id
+from keyrotor.adapters.connections import Connections
+from keyrotor.control.pause import pause_rotation
+from keyrotor.core.errors import KeyrotorError
+from keyrotor.core.inputs import check_user_name
 from keyrotor.flows import refused, run_name
-from keyrotor.inputs import check_user_name
-from keyrotor.operate import pause_rotation
 
 
 @flow(name="pause-rotation", flow_run_name=run_name("pause"), persist_result=False)

@@ -18,10 +18,10 @@ from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-from keyrotor.audit_settings import AuditSettings
+from keyrotor.audit.settings import AuditSettings
 from keyrotor.flows.retire import retire_access_key
 from keyrotor.flows.rotate import rotate_access_key
-from keyrotor.remediation import Action, UserPlan
+from keyrotor.remediation.plan import Action, UserPlan
 from keyrotor.tasks.remediate import (
     Remedies,
     audit_accounts_task,

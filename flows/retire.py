@@ -13,9 +13,9 @@ from prefect import flow
 from prefect.client.schemas.objects import State
 from prefect.exceptions import Pause
 
-from keyrotor.errors import KeyrotorError
+from keyrotor.core.errors import KeyrotorError
+from keyrotor.core.inputs import check_quiet_period, check_user_name, resolve_timings
 from keyrotor.flows import refused, run_name
-from keyrotor.inputs import check_quiet_period, check_user_name, resolve_timings
 from keyrotor.settings import Settings
 from keyrotor.tasks.lease import rotation_lease
 from keyrotor.tasks.pause import record_hold

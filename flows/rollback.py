@@ -7,10 +7,10 @@ from typing import Any
 from prefect import flow
 from prefect.client.schemas.objects import State
 
-from keyrotor.errors import KeyrotorError
+from keyrotor.core.errors import KeyrotorError
+from keyrotor.core.inputs import check_user_name
+from keyrotor.core.model import Phase
 from keyrotor.flows import refused, run_name
-from keyrotor.inputs import check_user_name
-from keyrotor.model import Phase
 from keyrotor.settings import Settings
 from keyrotor.tasks.lease import rotation_lease
 from keyrotor.tasks.preflight import load_rotation, preflight

@@ -17,10 +17,10 @@ from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.exceptions import Abort, Pause
 
-from keyrotor.errors import KeyrotorError
+from keyrotor.core.errors import KeyrotorError
+from keyrotor.core.inputs import check_quiet_period, check_user_name, resolve_timings
+from keyrotor.core.model import Phase
 from keyrotor.flows import refused, run_name
-from keyrotor.inputs import check_quiet_period, check_user_name, resolve_timings
-from keyrotor.model import Phase
 from keyrotor.settings import Settings
 from keyrotor.tasks.approval import ask_approval, reject_rotation
 from keyrotor.tasks.lease import rotation_lease

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, BaseModel, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from keyrotor.durations import format_duration, parse_duration
+from keyrotor.core.durations import format_duration, parse_duration
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
@@ -81,7 +81,7 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("KEYROTOR_VAULT_NAMESPACE", "VAULT_NAMESPACE")
     )
     vault_auth: Literal["token", "approle", "jwt", "kubernetes"] = Field(
-        default="token", description="How keyrotor logs in to Vault (see keyrotor/vault_auth.py)."
+        default="token", description="How keyrotor logs in to Vault (see keyrotor/adapters/vault_auth.py)."
     )
     vault_auth_mount: str | None = Field(default=None, description="The auth method's mount; default: its name.")
     vault_role: str | None = Field(default=None, description="The role to log in as (jwt, kubernetes).")

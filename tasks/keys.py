@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from prefect import get_run_logger
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from keyrotor.context import RotationContext
-from keyrotor.errors import (
+from keyrotor.core.decisions import QuietCheck, check_quiet, orphan_keys
+from keyrotor.core.errors import (
     AwsError,
     AwsUnavailable,
     CreateAnswerLost,
@@ -21,10 +21,10 @@ from keyrotor.errors import (
     TransientError,
     VerificationFailed,
 )
+from keyrotor.core.model import KeyStatus, LastUsed, NewCredentials, Phase, RotationState, utcnow
 from keyrotor.failpoints import failpoint
-from keyrotor.logic import QuietCheck, check_quiet, orphan_keys
-from keyrotor.model import KeyStatus, LastUsed, NewCredentials, Phase, RotationState, utcnow
 from keyrotor.tasks import step
+from keyrotor.tasks.context import RotationContext
 
 
 @step("create-new-key")

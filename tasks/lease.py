@@ -19,12 +19,12 @@ from typing import Any
 
 from prefect import get_run_logger
 
-from keyrotor.context import RotationContext
-from keyrotor.durations import format_duration
-from keyrotor.errors import KeyrotorError, RotationConflict, VaultUnavailable
-from keyrotor.logic import LeaseVerdict, judge_lease
-from keyrotor.model import utcnow
-from keyrotor.records import LeaseStore
+from keyrotor.adapters.records import LeaseStore
+from keyrotor.core.decisions import LeaseVerdict, judge_lease
+from keyrotor.core.durations import format_duration
+from keyrotor.core.errors import KeyrotorError, RotationConflict, VaultUnavailable
+from keyrotor.core.model import utcnow
+from keyrotor.tasks.context import RotationContext
 
 
 class Lease:

@@ -12,11 +12,11 @@ from __future__ import annotations
 from prefect.exceptions import Pause
 from prefect.runtime import deployment
 
-from keyrotor.context import RotationContext
-from keyrotor.errors import KeyrotorError, RotationConflict
-from keyrotor.model import RotationState, utcnow
-from keyrotor.prefect_api import run_state
-from keyrotor.records import RotationRecords, WaitingIndex
+from keyrotor.adapters.prefect_api import run_state
+from keyrotor.adapters.records import hold_rotation
+from keyrotor.core.errors import KeyrotorError
+from keyrotor.core.model import RotationState, utcnow
+from keyrotor.tasks.context import RotationContext
 
 
 def record_pause(ctx: RotationContext, state: RotationState, reason: str) -> RotationState:
@@ -31,37 +31,6 @@ def record_hold(ctx: RotationContext, reason: str, run_id: str | None = None) ->
     paused_run = run_id or ctx.flow_run_id
     assert paused_run is not None
     return hold_rotation(ctx.records, ctx.waiting, ctx.account_id, ctx.user_name, paused_run, reason, ctx.actor)
-
-
-def hold_rotation(
-    records: RotationRecords,
-    waiting: WaitingIndex,
-    account_id: str,
-    user_name: str,
-    run_id: str,
-    reason: str,
-    actor: str,
-) -> RotationState | None:
-    """Record that ``run_id``, which carries the user's rotation, is paused: in the durable state (check-and-set,
-    retried) and, if the rotation is parked, in the waiting index. From outside the run (``keyrotor pause``, the
-    waker fixing a UI pause) or after it let go of the lease. A no-op for an ended rotation."""
-    for _ in range(5):
-        state = records.load_state()
-        if state is None or state.phase.terminal:
-            return state
-        if state.paused_run_id == run_id:
-            break
-        try:
-            state = records.save_state(
-                state.evolve(paused_run_id=run_id, paused_at=utcnow(), pause_reason=reason), actor
-            )
-            break
-        except RotationConflict:
-            continue
-    else:
-        raise RotationConflict(f"the rotation record of {user_name!r} kept changing; could not record the pause")
-    waiting.hold(account_id, user_name, held=True)
-    return state
 
 
 def stop_if_suspended(ctx: RotationContext, state: RotationState) -> None:

@@ -8,17 +8,17 @@ from datetime import datetime, timedelta
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
-from keyrotor.accounts import check_account_id
-from keyrotor.connect import Connections, whoami
-from keyrotor.context import RotationContext
-from keyrotor.durations import format_duration
-from keyrotor.errors import PreconditionFailed, RotationConflict
-from keyrotor.inputs import check_user_name
-from keyrotor.logic import plan_slots
-from keyrotor.model import AccessKey, Phase, RotationState, utcnow
-from keyrotor.prefect_api import WAITING, run_state
+from keyrotor.adapters.accounts import check_account_id
+from keyrotor.adapters.connections import Connections, whoami
+from keyrotor.adapters.prefect_api import WAITING, run_state
+from keyrotor.core.decisions import plan_slots
+from keyrotor.core.durations import format_duration
+from keyrotor.core.errors import PreconditionFailed, RotationConflict
+from keyrotor.core.inputs import check_user_name
+from keyrotor.core.model import AccessKey, Phase, RotationState, utcnow
 from keyrotor.settings import Settings, Timings
 from keyrotor.tasks import step
+from keyrotor.tasks.context import RotationContext
 
 #: How long the first look at Vault retries before a run gives up, changing nothing (an operator is waiting).
 FIRST_CONTACT = timedelta(seconds=5)

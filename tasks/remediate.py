@@ -11,14 +11,14 @@ from prefect import Flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import TagsContext
 
-from keyrotor.accounts import RoleToAssume
-from keyrotor.audit_settings import AuditSettings
-from keyrotor.connect import Connections
-from keyrotor.credential_report import AccountsAudit, audit_accounts
-from keyrotor.fleet import plan_accounts
-from keyrotor.model import utcnow
-from keyrotor.prefect_api import deployment_ids, start_run
-from keyrotor.remediation import Action, UserPlan
+from keyrotor.adapters.accounts import RoleToAssume
+from keyrotor.adapters.connections import Connections
+from keyrotor.adapters.credential_report import AccountsAudit, audit_accounts
+from keyrotor.adapters.prefect_api import deployment_ids, start_run
+from keyrotor.audit.settings import AuditSettings
+from keyrotor.core.model import utcnow
+from keyrotor.remediation.plan import Action, UserPlan
+from keyrotor.remediation.survey import plan_accounts
 from keyrotor.settings import Settings
 from keyrotor.tasks import step
 from keyrotor.tasks.report import user_tags

@@ -13,11 +13,11 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from keyrotor.context import RotationContext
-from keyrotor.errors import PrefectUnavailable
-from keyrotor.model import RotationState, Wait, utcnow
-from keyrotor.outlook import outlook, rotation_markdown
-from keyrotor.prefect_api import add_tags, prefect_call
+from keyrotor.adapters.prefect_api import add_tags, prefect_call
+from keyrotor.core.errors import PrefectUnavailable
+from keyrotor.core.model import RotationState, Wait, utcnow
+from keyrotor.core.outlook import outlook, rotation_markdown
+from keyrotor.tasks.context import RotationContext
 
 
 def user_tags(user_name: str, account_id: str | None = None) -> list[str]:

@@ -7,11 +7,11 @@ from datetime import timedelta
 
 from prefect import get_run_logger
 
-from keyrotor.context import RotationContext
-from keyrotor.errors import PreconditionFailed
-from keyrotor.model import RETIREMENT, Phase, RotationState, utcnow
+from keyrotor.core.errors import PreconditionFailed
+from keyrotor.core.model import RETIREMENT, Phase, RotationState, utcnow
 from keyrotor.settings import Timings
 from keyrotor.tasks import step
+from keyrotor.tasks.context import RotationContext
 from keyrotor.tasks.preflight import continue_recorded
 
 

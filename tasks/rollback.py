@@ -10,12 +10,12 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled
 
-from keyrotor.context import RotationContext
-from keyrotor.errors import PreconditionFailed, RollbackImpossible, RotationConflict, VaultUnavailable
+from keyrotor.adapters.prefect_api import prefect_call
+from keyrotor.core.errors import PreconditionFailed, RollbackImpossible, RotationConflict, VaultUnavailable
+from keyrotor.core.model import KeyStatus, Phase, RotationState, utcnow
 from keyrotor.failpoints import failpoint
-from keyrotor.model import KeyStatus, Phase, RotationState, utcnow
-from keyrotor.prefect_api import prefect_call
 from keyrotor.tasks import step
+from keyrotor.tasks.context import RotationContext
 
 
 @step("start-rollback")

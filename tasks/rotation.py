@@ -8,9 +8,9 @@ server several writes, which a fleet remediation pays per user.
 
 from __future__ import annotations
 
-from keyrotor.context import RotationContext
-from keyrotor.model import RotationState, utcnow
+from keyrotor.core.model import RotationState, utcnow
 from keyrotor.tasks import step
+from keyrotor.tasks.context import RotationContext
 from keyrotor.tasks.keys import create_new_key, deactivate_old_key, delete_old_key, verify_new_key
 from keyrotor.tasks.schedule import schedule_deletion
 from keyrotor.tasks.vault import publish_new_key

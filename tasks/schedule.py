@@ -6,9 +6,9 @@ from prefect import get_run_logger
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
-from keyrotor.context import RotationContext
-from keyrotor.model import RotationState
+from keyrotor.core.model import RotationState
 from keyrotor.tasks import step
+from keyrotor.tasks.context import RotationContext
 
 
 @step("schedule-deletion")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from keyrotor.connect import Connections
-from keyrotor.errors import KeyrotorError
-from keyrotor.model import Phase, utcnow
+from keyrotor.adapters.connections import Connections
+from keyrotor.core.errors import KeyrotorError
+from keyrotor.core.model import Phase, utcnow
 from keyrotor.settings import Settings
 from keyrotor.tasks import step
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from prefect import get_run_logger
 
-from keyrotor.context import RotationContext
-from keyrotor.errors import PreconditionFailed, RotationConflict, VaultUnavailable
+from keyrotor.adapters.records import Published
+from keyrotor.core.errors import PreconditionFailed, RotationConflict, VaultUnavailable
+from keyrotor.core.model import Phase, RotationState
+from keyrotor.core.timestamps import parse_vault_time
 from keyrotor.failpoints import failpoint
-from keyrotor.model import Phase, RotationState
-from keyrotor.records import Published
 from keyrotor.tasks import step
-from keyrotor.timeparse import parse_vault_time
+from keyrotor.tasks.context import RotationContext
 
 
 @step("publish-new-key")

@@ -20,12 +20,12 @@ from datetime import datetime
 from prefect import get_run_logger
 from prefect.runtime import deployment
 
-from keyrotor.context import RotationContext
-from keyrotor.durations import format_duration
-from keyrotor.errors import AwsUnavailable, VaultUnavailable
-from keyrotor.logic import Quiet
-from keyrotor.model import LastUsed, Phase, RotationState, Wait, utcnow
-from keyrotor.prefect_api import suspend_current_run, this_server
+from keyrotor.adapters.prefect_api import suspend_current_run, this_server
+from keyrotor.core.decisions import Quiet
+from keyrotor.core.durations import format_duration
+from keyrotor.core.errors import AwsUnavailable, VaultUnavailable
+from keyrotor.core.model import LastUsed, Phase, RotationState, Wait, utcnow
+from keyrotor.tasks.context import RotationContext
 from keyrotor.tasks.keys import OldKeyCheck, check_old_key, stop_waiting
 from keyrotor.tasks.pause import stop_if_suspended
 

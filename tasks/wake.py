@@ -1,7 +1,7 @@
 """The waker: one loop, in one process, for every parked rotation.
 
 It lists Vault's waiting index, and for each rotation whose check is due it reads the old key's last use (one IAM
-call) and decides with the same pure rule a run uses (:func:`keyrotor.logic.check_quiet`). Still in use: it records
+call) and decides with the same pure rule a run uses (:func:`keyrotor.core.decisions.check_quiet`). Still in use: it records
 the look and when the next one is due. Quiet, or at the deadline: it resumes the rotation's suspended flow run,
 which starts again from the top and moves on. A wait therefore costs one IAM call per poll interval, and no process.
 
@@ -29,11 +29,8 @@ from typing import Any
 from prefect.client.schemas.objects import FlowRun, State, StateDetails, StateType
 from prefect.states import Scheduled
 
-from keyrotor.connect import Connections, whoami
-from keyrotor.errors import KeyrotorError, RotationConflict
-from keyrotor.logic import Quiet, check_quiet
-from keyrotor.model import RotationState, Wait, utcnow
-from keyrotor.prefect_api import (
+from keyrotor.adapters.connections import Connections, whoami
+from keyrotor.adapters.prefect_api import (
     WAITING,
     deployment_ids,
     force_state,
@@ -43,9 +40,11 @@ from keyrotor.prefect_api import (
     runs_of,
     this_server,
 )
-from keyrotor.records import LeaseRecord
+from keyrotor.adapters.records import LeaseRecord, hold_rotation
+from keyrotor.core.decisions import Quiet, check_quiet
+from keyrotor.core.errors import KeyrotorError, RotationConflict
+from keyrotor.core.model import RotationState, Wait, utcnow
 from keyrotor.tasks.lease import Lease
-from keyrotor.tasks.pause import hold_rotation
 
 EXPIRED_PAUSE = "The flow was paused and never resumed"
 #: A run that never took its user's lease is presumed dead only after this long (it may still be starting).
@@ -243,7 +242,7 @@ class Waker:
         """The ``keyrotor-fleet`` artifact in the Prefect UI, when the fleet changed since the last one."""
         from prefect.artifacts import create_markdown_artifact
 
-        from keyrotor import fleet_status
+        from keyrotor.control import fleet_status
 
         entries = fleet_status.gather(self.connections, now=now)
         body = fleet_status.markdown(entries, now)

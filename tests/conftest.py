@@ -93,7 +93,7 @@ def local_env(stack_environ: dict[str, str], prefect_api: str, monkeypatch: pyte
 
 @pytest.fixture
 def connections(local_env: dict[str, str]):  # type: ignore[no-untyped-def]
-    from keyrotor.connect import Connections
+    from keyrotor.adapters.connections import Connections
 
     return Connections.from_settings()
 
@@ -110,7 +110,7 @@ def user_factory(iam, connections):  # type: ignore[no-untyped-def]
     """Create a uniquely named IAM user with keys; the first active key is published to Vault like apps expect."""
     from pydantic import SecretStr
 
-    from keyrotor.model import NewCredentials
+    from keyrotor.core.model import NewCredentials
 
     def make(prefix: str = "user", keys: int = 1, inactive: int = 0, publish: bool = True) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"

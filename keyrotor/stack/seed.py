@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from keyrotor.model import NewCredentials
-from keyrotor.records import RotationRecords
+from keyrotor.adapters.records import RotationRecords
+from keyrotor.core.model import NewCredentials
 
 
 def backdate_key(

@@ -17,13 +17,13 @@ from typing import Any
 import boto3
 import pytest
 
-from keyrotor.audit import AuditPolicy
-from keyrotor.credential_report import (
+from keyrotor.adapters.credential_report import (
     audit_account,
     fetch_credential_report,
     fetch_user_tags,
     resolve_key_ids,
 )
+from keyrotor.audit.cis import AuditPolicy
 from keyrotor.stack.moto_server import create_server
 from keyrotor.stack.seed import SeedKey, SeedUser, seed_users
 from keyrotor.stack.services import LOOPBACK

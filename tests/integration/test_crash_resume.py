@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from keyrotor.apps import SimulatedApp
-from keyrotor.model import Phase
+from keyrotor.core.model import Phase
+from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.helpers import keyrotor_cli, keyrotor_popen
 from tests.integration.test_rotate import active_keys, assert_rotated
 

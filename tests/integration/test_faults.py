@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from keyrotor.apps import SimulatedApp
-from keyrotor.model import Phase
+from keyrotor.core.model import Phase
 from keyrotor.stack.faults import FAULTS, FaultPlan, FaultProxy
+from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.helpers import keyrotor_popen
 from tests.integration.test_rotate import active_keys, assert_rotated
 

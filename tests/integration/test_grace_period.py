@@ -10,7 +10,7 @@ from uuid import UUID
 import pytest
 from prefect.client.orchestration import get_client
 
-from keyrotor.model import Phase
+from keyrotor.core.model import Phase
 from tests.helpers import keyrotor_cli
 from tests.integration.test_rotate import active_keys, all_keys, assert_rotated
 

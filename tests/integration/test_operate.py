@@ -15,8 +15,8 @@ from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.flow_runs import resume_flow_run
 
-from keyrotor.apps import SimulatedApp
-from keyrotor.model import Phase
+from keyrotor.core.model import Phase
+from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.helpers import keyrotor_cli
 from tests.integration.test_rotate import active_keys, all_keys, assert_rotated
 
@@ -298,7 +298,7 @@ def test_status_says_what_a_paused_and_a_rolled_back_rotation_do_and_the_command
 
 
 def test_pause_with_the_prefect_server_down_names_it_and_exits_9(connections, user_factory, stack_environ) -> None:
-    from keyrotor.model import RotationState
+    from keyrotor.core.model import RotationState
 
     user = user_factory("nopref")
     waiting = RotationState(

@@ -104,7 +104,7 @@ def test_a_member_account_session_reuses_the_parsed_botocore_data_and_acts_in_th
 ) -> None:
     """Each account's session shares the caller's loader: parsing botocore's data files again per account was most
     of an organization audit's time (bench/audit_organization.py: 2.35x a single account before, 1.31x after)."""
-    from keyrotor.accounts import RoleToAssume, assumed_session
+    from keyrotor.adapters.accounts import RoleToAssume, assumed_session
 
     team_a = organization["accounts"][0]
     monkeypatch.setenv("AWS_ENDPOINT_URL", stack_environ["AWS_ENDPOINT_URL"])

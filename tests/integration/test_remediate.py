@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 
-from keyrotor.model import Phase, RotationState
+from keyrotor.core.model import Phase, RotationState
 from keyrotor.stack.seed import backdate_key
 from tests.helpers import keyrotor_cli
 from tests.integration.test_rotate import all_keys
@@ -48,7 +48,7 @@ def fleet(iam, connections, user_factory, stack_environ):  # type: ignore[no-unt
         if publish is not None and created:
             from pydantic import SecretStr
 
-            from keyrotor.model import NewCredentials
+            from keyrotor.core.model import NewCredentials
 
             chosen = created[publish]
             connections.records(name).publish(

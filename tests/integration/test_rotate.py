@@ -9,8 +9,8 @@ from datetime import datetime
 import boto3
 import pytest
 
-from keyrotor.apps import SimulatedApp
-from keyrotor.model import Phase
+from keyrotor.core.model import Phase
+from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.helpers import keyrotor_cli, keyrotor_popen
 
 pytestmark = pytest.mark.integration

@@ -20,9 +20,9 @@ from prefect.client.schemas.objects import DeploymentStatus
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from keyrotor.adapters.prefect_api import WAITING, suspend_run
+from keyrotor.core.model import Phase
 from keyrotor.deployments.table import NAMES
-from keyrotor.model import Phase
-from keyrotor.prefect_api import WAITING, suspend_run
 from keyrotor.stack.services import LocalStack, StackPorts, read_stack
 from tests.conftest import OUTPUT, ROOT
 from tests.helpers import keyrotor_cli
@@ -227,8 +227,8 @@ def everything_down(iam_proxy: Any, vault_proxy: Any) -> None:
 def test_iam_vault_and_prefect_down_for_two_minutes_and_the_rotation_finishes_without_a_rerun(
     when, iam, connections, user_factory, stack_environ, own_server
 ) -> None:
-    from keyrotor.apps import SimulatedApp
     from keyrotor.stack.faults import FaultProxy
+    from keyrotor.stack.simulated_apps import SimulatedApp
 
     user = user_factory("outage")
     old = active_keys(iam, user)[0]

@@ -15,8 +15,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 
-from keyrotor.apps import SimulatedApp
 from keyrotor.stack import postgres
+from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.conftest import CLIENT_HOME, OUTPUT
 from tests.helpers import keyrotor_cli
 

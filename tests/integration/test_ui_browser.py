@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from keyrotor.adapters.prefect_api import WAITING
+from keyrotor.core.model import Phase
 from keyrotor.deployments.table import NAMES
-from keyrotor.model import Phase
-from keyrotor.prefect_api import WAITING
 from tests.conftest import OUTPUT
 from tests.helpers import keyrotor_cli
 from tests.integration.test_operate import processes_of, run_state, schedule_rotation, wait_for

@@ -108,7 +108,7 @@ def test_a_rotation_with_each_login_method(method: str, logins, iam, connections
 @pytest.mark.parametrize("method", ["approle", "jwt"])
 def test_a_login_outlives_its_token(method: str, logins, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Tokens live 3 s (at most 6 s with renewals): keyrotor reads Vault for 12 s, renewing, then logging in again."""
-    from keyrotor.connect import Connections
+    from keyrotor.adapters.connections import Connections
     from keyrotor.settings import Settings
 
     for name, value in logins[method].items():

@@ -8,9 +8,9 @@ from datetime import datetime
 
 import pytest
 
-from keyrotor.apps import SimulatedApp
-from keyrotor.model import Phase
-from keyrotor.prefect_api import WAITING
+from keyrotor.adapters.prefect_api import WAITING
+from keyrotor.core.model import Phase
+from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.helpers import keyrotor_cli
 from tests.integration.test_operate import processes_of, run_state, schedule_rotation, wait_for
 from tests.integration.test_rotate import active_keys, assert_rotated
@@ -109,7 +109,7 @@ def make_fleet(iam, connections, stack_environ, count: int, name: str) -> tuple[
 
     from pydantic import SecretStr
 
-    from keyrotor.model import NewCredentials
+    from keyrotor.core.model import NewCredentials
     from keyrotor.stack.seed import backdate_key
 
     prefix = f"{name}-{uuid.uuid4().hex[:6]}-"

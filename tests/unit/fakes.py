@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from keyrotor.errors import CreateAnswerLost, KeyNotAccepted, PreconditionFailed, RotationConflict, TransientError
-from keyrotor.model import AccessKey, KeyStatus, LastUsed, NewCredentials
-from keyrotor.vault import KVRecord
+from keyrotor.adapters.vault import KVRecord
+from keyrotor.core.errors import CreateAnswerLost, KeyNotAccepted, PreconditionFailed, RotationConflict, TransientError
+from keyrotor.core.model import AccessKey, KeyStatus, LastUsed, NewCredentials
 
 _ids = itertools.count(1)
 

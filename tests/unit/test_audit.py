@@ -11,18 +11,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from keyrotor.audit import (
-    ROOT_ACCOUNT,
-    AuditPolicy,
-    CredentialReport,
-    Rule,
-    evaluate,
-    match_key_ids,
-    parse_report,
-)
-from keyrotor.audit_settings import AuditSettings
-from keyrotor.credential_report import _names_and_tags, fetch_credential_report
-from keyrotor.errors import AwsError, ConfigurationError
+from keyrotor.adapters.credential_report import _names_and_tags, fetch_credential_report
+from keyrotor.audit.cis import AuditPolicy, Rule
+from keyrotor.audit.report import ROOT_ACCOUNT, CredentialReport, parse_report
+from keyrotor.audit.rules import evaluate, match_key_ids
+from keyrotor.audit.settings import AuditSettings
+from keyrotor.core.errors import AwsError, ConfigurationError
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 HEADER = (
@@ -316,7 +310,7 @@ def test_bad_settings_are_configuration_errors(overrides: dict[str, Any]) -> Non
 def test_the_audit_command_does_not_import_prefect() -> None:
     """Prefect costs about 2 s to import; ``keyrotor audit`` must stay under 3 s for 10,000 users."""
     code = (
-        "import sys; from keyrotor import cli, audit_cli, audit_settings, credential_report; "
+        "import sys; from keyrotor.cli import main, audit; from keyrotor.audit import settings; from keyrotor.adapters import credential_report; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'hvac'}))"
     )
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}

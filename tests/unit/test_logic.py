@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from keyrotor.errors import PreconditionFailed
-from keyrotor.logic import LeaseVerdict, Quiet, check_quiet, judge_lease, orphan_keys, plan_slots
-from keyrotor.model import AccessKey, KeyStatus, LastUsed, Phase, RotationState
+from keyrotor.core.decisions import LeaseVerdict, Quiet, check_quiet, judge_lease, orphan_keys, plan_slots
+from keyrotor.core.errors import PreconditionFailed
+from keyrotor.core.model import AccessKey, KeyStatus, LastUsed, Phase, RotationState
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 A, OFF = KeyStatus.ACTIVE, KeyStatus.INACTIVE

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from keyrotor.errors import ConfigurationError
-from keyrotor.inputs import check_quiet_period, check_user_name
-from keyrotor.model import Phase
-from keyrotor.outlook import outlook
+from keyrotor.core.errors import ConfigurationError
+from keyrotor.core.inputs import check_quiet_period, check_user_name
+from keyrotor.core.model import Phase
+from keyrotor.core.outlook import outlook
 from tests.unit.test_logic import T0, state
 
 LATER = T0 + timedelta(hours=1)

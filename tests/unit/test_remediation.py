@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from keyrotor.audit import Rule
-from keyrotor.model import AccessKey, KeyStatus, LastUsed
-from keyrotor.remediation import Action, UserFacts, plan_user
+from keyrotor.audit.cis import Rule
+from keyrotor.core.model import AccessKey, KeyStatus, LastUsed
+from keyrotor.remediation.plan import Action, UserFacts, plan_user
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from keyrotor.durations import format_duration, parse_duration
+from keyrotor.core.durations import format_duration, parse_duration
+from keyrotor.core.timestamps import parse_vault_time
 from keyrotor.settings import Settings, Timings
-from keyrotor.timeparse import parse_vault_time
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 from prefect.logging import disable_run_logger
 
-from keyrotor.context import RotationContext
-from keyrotor.errors import AwsError, PreconditionFailed, RotationConflict, VerificationFailed
-from keyrotor.model import KeyStatus, Phase, RotationState, utcnow
-from keyrotor.records import RotationRecords, UserPaths, WaitingIndex
+from keyrotor.adapters.records import RotationRecords, UserPaths, WaitingIndex
+from keyrotor.core.errors import AwsError, PreconditionFailed, RotationConflict, VerificationFailed
+from keyrotor.core.model import KeyStatus, Phase, RotationState, utcnow
 from keyrotor.settings import Settings, Timings
+from keyrotor.tasks.context import RotationContext
 from keyrotor.tasks.keys import create_new_key, deactivate_old_key, delete_old_key, verify_new_key
 from keyrotor.tasks.lease import Lease
 from keyrotor.tasks.vault import publish_new_key

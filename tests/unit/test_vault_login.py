@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from keyrotor.errors import VaultError, VaultUnavailable
-from keyrotor.vault import VaultKV, make_client
-from keyrotor.vault_auth import Authenticator, VaultLogin
+from keyrotor.adapters.vault import VaultKV, make_client
+from keyrotor.adapters.vault_auth import Authenticator, VaultLogin
+from keyrotor.core.errors import VaultError, VaultUnavailable
 
 
 def closed_port() -> int:

@@ -1,0 +1,120 @@
+"""``keyrotor rotate`` against a Prefect server that serves the deployments: start the rotation there and follow it.
+
+The rotation runs on the runners or workers, where waiting holds nothing; the command follows its run until the
+new key is published and the run parks (or it ends), prints what happens next and when, and returns. ``--wait``
+follows it to its end instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prefect.client.schemas.objects import FlowRun
+
+from keyrotor.adapters.connections import Connections
+from keyrotor.adapters.prefect_api import WAITING, cancel_run, read_run, server_name
+from keyrotor.core.errors import KeyrotorError, PrefectUnavailable, error_from_message
+from keyrotor.core.model import RotationState
+
+#: How long a run may stay Scheduled before the command concludes that nothing runs it.
+PICKUP_TIMEOUT = 90.0
+
+
+@dataclass(frozen=True)
+class Followed:
+    """Where the followed run is when the command stops following: its state record and the run."""
+
+    state: RotationState | None
+    run: FlowRun
+    stopped_because: str  # "ended", "parked", "paused", "awaiting approval"
+
+
+def follow(
+    connections: Connections,
+    user_name: str,
+    run_id: str,
+    *,
+    to_the_end: bool,
+    progress: Callable[[str], None],
+    poll: float = 1.0,
+) -> Followed:
+    """Follow the run until it parks or pauses (or, ``to_the_end``, until it ends), reporting each new phase.
+
+    Raises:
+        KeyrotorError: the run failed (the error it ended with, exit code and all), crashed or was cancelled.
+        PrefectUnavailable: no runner or worker started it within :data:`PICKUP_TIMEOUT` (it is cancelled).
+    """
+    records = connections.records(user_name)
+    created = time.monotonic()
+    said: set[str] = set()
+
+    def say(line: str) -> None:
+        if line not in said:
+            said.add(line)
+            progress(line)
+
+    while True:
+        run = read_run(run_id)
+        if run is None or run.state is None:
+            raise PrefectUnavailable(f"flow run {run_id} is gone from {server_name()}")
+        state = records.load_state()
+        if state is not None and state.last_flow_run_id == run_id:
+            say(f"phase {state.phase.value}")
+        current = run.state
+        if current.is_final():
+            if current.is_completed():
+                return Followed(records.load_state(), run, "ended")
+            if current.is_failed():
+                raise error_from_message(current.message)
+            raise KeyrotorError(f"flow run {run.name} ended {current.name}: {current.message or 'see its logs'}")
+        if current.is_scheduled() and current.name != "Resuming" and run.run_count == 0:
+            if time.monotonic() - created > PICKUP_TIMEOUT:
+                cancel_run(run_id, "nothing picked it up")
+                raise PrefectUnavailable(
+                    f"no runner or worker started flow run {run.name} within {PICKUP_TIMEOUT:g}s on {server_name()}: "
+                    "start `keyrotor serve` (or a worker), or rotate in this process with --local"
+                )
+            say("scheduled; waiting for a runner to start it")
+        if current.is_paused() and not to_the_end:
+            if current.name == WAITING:
+                return Followed(records.load_state(), run, "parked")
+            reason = "awaiting approval" if current.state_details.run_input_keyset else "paused"
+            return Followed(records.load_state(), run, reason)
+        time.sleep(poll)
+
+
+def follow_fleet(
+    connections: Connections,
+    started: dict[tuple[str, str], str],
+    *,
+    progress: Callable[[str], None],
+    poll: float = 2.0,
+) -> dict[tuple[str, str], RotationState | None]:
+    """Follow the remedies a remediation started ((account, user) -> flow run id) until each has ended or
+    deactivated its key, printing counts per phase when they change; returns each one's last state record."""
+    from collections import Counter
+
+    last: dict[tuple[str, str], RotationState | None] = {}
+    pending = dict(started)
+    shown = ""
+    while pending:
+        for (account, user), run_id in list(pending.items()):
+            state = connections.records(user, account).load_state()
+            last[(account, user)] = state
+            ours = state is not None and run_id in (state.flow_run_id, state.last_flow_run_id)
+            if ours and state is not None and (state.phase.terminal or state.phase.value == "deactivated"):
+                del pending[(account, user)]
+            elif not ours:
+                run = read_run(run_id)
+                if run is not None and run.state is not None and run.state.is_final():
+                    del pending[(account, user)]  # it ended without a rotation of its own (refused first)
+        counts = Counter((s.phase.value if s else "not started") for key, s in last.items() if key in started)
+        line = ", ".join(f"{n} {phase}" for phase, n in sorted(counts.items()))
+        if line != shown:
+            progress(f"{len(started) - len(pending)}/{len(started)} done: {line}")
+            shown = line
+        if pending:
+            time.sleep(poll)
+    return last

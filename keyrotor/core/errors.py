@@ -1,0 +1,98 @@
+"""One root exception; each subclass says what an operator has to do, and carries the CLI's exit code.
+
+AWS ``ClientError`` codes and hvac exceptions are translated into these once, at the boundary
+(:mod:`keyrotor.adapters.iam`, :mod:`keyrotor.adapters.vault`), so flows and tasks only ever see keyrotor errors.
+"""
+
+from __future__ import annotations
+
+
+class KeyrotorError(Exception):
+    """Root of every error keyrotor raises on purpose. Messages never contain secrets."""
+
+    exit_code = 1
+
+
+class ConfigurationError(KeyrotorError):
+    """Bad input or settings (a duration that does not parse, an impossible combination)."""
+
+    exit_code = 2
+
+
+class PreconditionFailed(KeyrotorError):
+    """The world is not in a state where the step may safely act (no such user, no free key slot...)."""
+
+    exit_code = 3
+
+
+class RotationConflict(KeyrotorError):
+    """Someone else is rotating this user, or changed the record under us (check-and-set failed)."""
+
+    exit_code = 4
+
+
+class VerificationFailed(KeyrotorError):
+    """The new key never authenticated; it has been deleted and the old key is untouched."""
+
+    exit_code = 5
+
+
+class StillInUse(KeyrotorError):
+    """The old key was still being used at the deadline: both keys stay active, an operator decides."""
+
+    exit_code = 6
+
+
+class VaultError(KeyrotorError):
+    """Vault is unreachable, sealed, refused the token, or lacks the mount."""
+
+    exit_code = 7
+
+
+class VaultUnavailable(VaultError):
+    """Vault stayed unreachable, sealed or failing for as long as keyrotor retried: an outage, not an answer."""
+
+
+class AwsError(KeyrotorError):
+    """AWS refused a call for a reason that retrying will not fix (access denied, invalid input...)."""
+
+    exit_code = 8
+
+
+class AwsUnavailable(AwsError):
+    """AWS kept failing (throttling, 5xx, unreachable) for as long as keyrotor retried: an outage, not an answer."""
+
+
+class CreateAnswerLost(AwsUnavailable):
+    """CreateAccessKey got no clear answer: a key may have been created whose secret nobody received."""
+
+
+class PrefectUnavailable(KeyrotorError):
+    """The Prefect server cannot be reached or refused a call (check PREFECT_API_URL and that it runs)."""
+
+    exit_code = 9
+
+
+class TransientError(KeyrotorError):
+    """A failure worth retrying (throttling, 5xx, connection trouble). Only raised inside retry loops."""
+
+
+class KeyNotAccepted(TransientError):
+    """AWS answered that a new key's credentials are not valid: propagation delay at first, a bad key if it lasts."""
+
+
+class RollbackImpossible(PreconditionFailed):
+    """The old key no longer exists (deleted after its grace period), so there is nothing to return to."""
+
+
+def error_from_message(message: str | None) -> KeyrotorError:
+    """Rebuild the error a flow run ended with from its state message (``"ClassName: text"``, see
+    :func:`keyrotor.flows.refused`), so a caller that only sees the run's state still gets the exit code."""
+    text = message or "the flow run failed without a message"
+    name, _, rest = text.partition(": ")
+    kinds = {kind.__name__: kind for kind in _all_errors(KeyrotorError)}
+    return kinds[name](rest) if name in kinds and rest else KeyrotorError(text)
+
+
+def _all_errors(root: type[KeyrotorError]) -> list[type[KeyrotorError]]:
+    return [root, *(kind for sub in root.__subclasses__() for kind in _all_errors(sub))]

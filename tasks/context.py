@@ -1,0 +1,45 @@
+"""What every rotation step is handed: the user, the gateways, the settings and who is acting."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Protocol
+
+from keyrotor.adapters.iam import IamGateway
+from keyrotor.adapters.records import RotationRecords, WaitingIndex
+from keyrotor.core.model import RotationState
+from keyrotor.failpoints import failpoint
+from keyrotor.settings import Settings
+
+
+class LeaseGuard(Protocol):
+    """Anything that can tell whether this run still owns the rotation."""
+
+    def assert_held(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RotationContext:
+    """One user's rotation as seen by one run. Steps save state only through :meth:`save`."""
+
+    user_name: str
+    account_id: str
+    iam: IamGateway
+    records: RotationRecords
+    waiting: WaitingIndex
+    settings: Settings
+    actor: str
+    flow_run_id: str | None = None
+    lease: LeaseGuard | None = None
+
+    def save(self, state: RotationState) -> RotationState:
+        """Persist ``state`` (check-and-set), after making sure this run still holds the lease."""
+        if self.lease is not None:
+            self.lease.assert_held()
+        saved = self.records.save_state(state.evolve(last_flow_run_id=self.flow_run_id), self.actor)
+        failpoint(f"saved-{saved.phase.value}")
+        return saved
+
+    def holding(self, lease: LeaseGuard | None) -> RotationContext:
+        return dataclasses.replace(self, lease=lease)
