@@ -18,6 +18,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron, Interval
 from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY, temporary_settings
 
+from keyrotor.adapters.prefect_api import synchronous
 from keyrotor.deployments.table import ALL, Deployment
 from keyrotor.tasks.wake import start_waker_thread
 
@@ -31,12 +32,14 @@ def build(deployment: Deployment) -> RunnerDeployment:
         schedule = Cron(deployment.cron)
     elif deployment.interval:
         schedule = Interval(deployment.interval, anchor_date=deployment.anchor)
-    return deployment.flow().to_deployment(
-        name=deployment.name,
-        description=deployment.description,
-        tags=list(deployment.tags),
-        schedule=schedule,
-        **deployment.extra,
+    return synchronous(
+        deployment.flow().to_deployment(
+            name=deployment.name,
+            description=deployment.description,
+            tags=list(deployment.tags),
+            schedule=schedule,
+            **deployment.extra,
+        )
     )
 
 

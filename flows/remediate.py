@@ -6,18 +6,16 @@ resumed or rolled back alone; at most ``max_concurrency`` run at once; one user'
 
 from __future__ import annotations
 
-import contextvars
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger, tags
-from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
+from keyrotor.adapters.prefect_api import detached_from_flow_run
 from keyrotor.audit.settings import AuditSettings
 from keyrotor.flows.retire import retire_access_key
 from keyrotor.flows.rotate import rotate_access_key
@@ -123,9 +121,7 @@ def remedy_users(
         ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="keyrotor-user") as pool,
     ):
         futures = [
-            pool.submit(
-                contextvars.copy_context().run, _as_own_run, remediate_user, plan, timings, unused_days, remedies
-            )
+            pool.submit(detached_from_flow_run(remediate_user, plan, timings, unused_days, remedies))
             for plan in actionable
         ]
         for done, future in enumerate(as_completed(futures), start=1):
@@ -141,10 +137,3 @@ def remedy_users(
 
 def _unacted(action: Action) -> str:
     return {Action.NEEDS_PERSON: "needs-a-person", Action.IN_PROGRESS: "in-progress"}.get(action, "unchanged")
-
-
-def _as_own_run(function: Callable[..., T], *args: Any) -> T:
-    """Call ``function`` in this thread's copy of the context minus the current flow run, so that a flow it runs
-    is a flow run of its own (with this run's settings, tags and API client), not a subflow."""
-    FlowRunContext.__var__.set(None)
-    return function(*args)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from prefect import get_run_logger
-from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
+from keyrotor.adapters.prefect_api import start_run
 from keyrotor.core.model import RotationState
 from keyrotor.tasks import step
 from keyrotor.tasks.context import RotationContext
@@ -23,13 +23,11 @@ def schedule_deletion(ctx: RotationContext, state: RotationState) -> RotationSta
         return state
     name = ctx.settings.delete_deployment
     try:
-        run = run_deployment(
+        run = start_run(
             name,
             parameters={"user_name": ctx.user_name, "account_id": ctx.account_id},
-            scheduled_time=state.delete_after,
-            timeout=0,
-            as_subflow=False,
             idempotency_key=f"{state.rotation_id}:delete-old-key",
+            scheduled_time=state.delete_after,
         )
     except ObjectNotFound:
         logger.warning(

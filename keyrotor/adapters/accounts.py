@@ -62,7 +62,7 @@ def assumed_session(
     config = Config(retries={"mode": "standard", "max_attempts": max_attempts})
 
     def create_client(service: str, **kwargs: object) -> object:
-        return base.client(service, config=config, **kwargs)  # type: ignore[call-overload]
+        return base.client(service, config=config, **kwargs)
 
     fetcher = AssumeRoleCredentialFetcher(create_client, source, arn, extra_args=extra)
     credentials = DeferredRefreshableCredentials(method="assume-role", refresh_using=fetcher.fetch_credentials)

@@ -8,8 +8,8 @@
   field of every user (policies, groups...) into Python objects, about 0.1 ms a user; instead a ``before-parse``
   hook hands botocore only the page's paging fields and gives the page to a worker thread, where ElementTree
   reads the users that have tags while the next page is on its way.
-* Key ids are not in the report: :func:`resolve_key_ids` looks them up with ``ListAccessKeys``, for the users
-  acted on only.
+* Key ids are not in the report: findings name a key by its slot (``access_key_1``); remediation reads the ids
+  live with ``ListAccessKeys`` for the users it acts on (:mod:`keyrotor.remediation.survey`).
 
 Every function takes a boto3 IAM client; failures are translated into keyrotor errors once, here.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,7 +35,7 @@ from keyrotor.adapters.iam import translate
 from keyrotor.audit.cis import AuditPolicy
 from keyrotor.audit.findings import AuditResult, Finding
 from keyrotor.audit.report import CredentialReport, parse_report
-from keyrotor.audit.rules import conclude, evaluate, judge, match_key_ids
+from keyrotor.audit.rules import conclude, evaluate, judge
 from keyrotor.audit.settings import AuditSettings
 from keyrotor.core.errors import AwsError, KeyrotorError
 
@@ -143,43 +143,6 @@ def fetch_credential_report(
         delay = min(delay * 2, _MAX_POLL_SECONDS)
 
 
-def fetch_user_tags(iam: Any) -> dict[str, dict[str, str]]:
-    """Every IAM user's tags, from ``GetAccountAuthorizationDetails`` for users, all pages.
-
-    Args:
-        iam: A boto3 IAM client.
-
-    Returns:
-        The tags of each user that has any, by user name.
-
-    Raises:
-        AwsError: IAM refused or failed.
-    """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="user-tags") as pool:
-        pages = _TagPages(pool)
-        with pages.hooked(iam):
-            _page_through(iam, pages)
-        return pages.tags()
-
-
-def resolve_key_ids(iam: Any, findings: Iterable[Finding]) -> list[Finding]:
-    """Fill in the findings' access key ids with ``ListAccessKeys``: one paginated call per distinct user.
-
-    Call it for the users about to be acted on, never for the whole account.
-
-    Args:
-        iam: A boto3 IAM client.
-        findings: Findings from the audit.
-
-    Returns:
-        The findings with ``key_id`` set where a key created at the slot's time still exists.
-
-    Raises:
-        AwsError: IAM refused or failed (a user deleted since the report raises too).
-    """
-    findings = list(findings)
-    keys = {user: _list_keys(iam, user) for user in dict.fromkeys(finding.user for finding in findings)}
-    return match_key_ids(findings, keys)
 
 
 def _get_report(iam: Any) -> dict[str, Any] | None:
@@ -205,18 +168,6 @@ def _page_through(iam: Any, pages: _TagPages) -> None:
     except (ClientError, BotoCoreError) as error:
         raise translate(error, "read the IAM users' tags") from None
 
-
-def _list_keys(iam: Any, user: str) -> list[tuple[str, datetime]]:
-    """A user's ``(AccessKeyId, CreateDate)`` pairs, all pages."""
-    paginator = iam.get_paginator("list_access_keys")
-    try:
-        return [
-            (item["AccessKeyId"], item["CreateDate"])
-            for page in paginator.paginate(UserName=user)
-            for item in page["AccessKeyMetadata"]
-        ]
-    except (ClientError, BotoCoreError) as error:
-        raise translate(error, f"list access keys of {user!r}") from None
 
 
 class _TagPages:

@@ -3,11 +3,15 @@ the server translated once, here, into :class:`~keyrotor.core.errors.PrefectUnav
 
 from __future__ import annotations
 
+import contextvars
 import fcntl
-from collections.abc import Iterator
+import inspect
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
 import httpx
@@ -17,6 +21,8 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
 from keyrotor.core.errors import PrefectUnavailable
+
+T = TypeVar("T")
 
 
 def this_server() -> str:
@@ -70,7 +76,8 @@ def run_state(run_id: str | None) -> State | None:
 def suspend_run(run_id: str, timeout: timedelta | None = None, name: str = "Suspended", force: bool = False) -> State:
     """Suspend a flow run as the Prefect UI's "Pause" does (state Suspended, rescheduled on resume); ``timeout``
     None never expires. ``force`` also moves a run that is not running (e.g. already suspended for a wait)."""
-    details = StateDetails(pause_reschedule=True, pause_timeout=datetime.now(UTC) + timeout if timeout else None)
+    until = datetime.now(UTC) + timeout if timeout else None
+    details = StateDetails.model_validate({"pause_reschedule": True, "pause_timeout": until})
     with prefect_call(f"suspend flow run {run_id}"), get_client(sync_client=True) as client:
         result = client.set_flow_run_state(
             UUID(run_id), State(type=StateType.PAUSED, name=name, state_details=details), force=force
@@ -189,16 +196,38 @@ def served(full_name: str) -> bool:
 
 
 def start_run(
-    full_name: str, parameters: dict[str, object], tags: list[str], idempotency_key: str | None = None
+    full_name: str,
+    parameters: dict[str, object],
+    tags: list[str] | None = None,
+    idempotency_key: str | None = None,
+    scheduled_time: datetime | None = None,
 ) -> FlowRun:
-    """Create a flow run of a deployment, to start now, and return at once (nothing waits for it here)."""
+    """Create a flow run of a deployment, to start now (or at ``scheduled_time``), and return at once (nothing waits
+    for it here). ObjectNotFound when the server has no such deployment."""
     from prefect.deployments import run_deployment
 
     with prefect_call(f"start a run of {full_name}"):
-        run: FlowRun = run_deployment(
-            full_name, parameters=parameters, timeout=0, as_subflow=False, tags=tags, idempotency_key=idempotency_key
+        run = run_deployment(
+            full_name,
+            parameters=parameters,
+            scheduled_time=scheduled_time,
+            timeout=0,
+            as_subflow=False,
+            tags=tags,
+            idempotency_key=idempotency_key,
         )
-    return run
+    return synchronous(run)
+
+
+def synchronous(value: T | Coroutine[Any, Any, T]) -> T:
+    """The value of one of Prefect's sync-or-async functions, called where it runs synchronously.
+
+    Functions such as ``run_deployment`` and ``Flow.to_deployment`` are typed to return either their value or a
+    coroutine, depending on the caller; keyrotor calls them from synchronous code only, so a coroutine here is a bug.
+    """
+    if inspect.isawaitable(value):
+        raise TypeError(f"{value!r} is a coroutine: a Prefect function ran asynchronously in synchronous code")
+    return value
 
 
 def cancel_run(run_id: str, message: str) -> None:
@@ -206,3 +235,23 @@ def cancel_run(run_id: str, message: str) -> None:
     from prefect.states import Cancelled
 
     force_state(run_id, Cancelled(message=message))
+
+
+def detached_from_flow_run(function: Callable[..., T], *args: Any) -> Callable[[], T]:
+    """``function(*args)`` as a call for another thread, in a copy of this thread's context (taken now) minus the
+    current flow run, so that a flow it calls becomes a flow run of its own (with this run's settings, tags and API
+    client), not a subflow.
+
+    Prefect has no public way to start a top-level run from inside a flow run; its current run lives in the
+    ``FlowRunContext`` context variable, which is cleared in the copy only (the caller's run is untouched).
+    In-process remediation relies on it so that every user's rotation is its own run, with its own name and tags.
+    """
+    from prefect.context import FlowRunContext
+
+    context = contextvars.copy_context()
+
+    def detached() -> T:
+        cast("ContextVar[Any]", FlowRunContext.__var__).set(None)
+        return function(*args)
+
+    return lambda: context.run(detached)

@@ -63,7 +63,6 @@ class Finding:
         slot: The key's column in the credential report.
         evidence: The dates and counts the rule judged.
         threshold_days: The rule's threshold in days; None for ``multiple-active-keys``.
-        key_id: The access key id once resolved with ListAccessKeys (the report has no ids).
     """
 
     user: str
@@ -72,12 +71,6 @@ class Finding:
     slot: str
     evidence: Evidence
     threshold_days: int | None = None
-    key_id: str | None = None
-
-    @property
-    def key(self) -> str:
-        """The key's id when known, else its slot."""
-        return self.key_id or self.slot
 
     @property
     def cis(self) -> tuple[CisReference, ...]:
@@ -102,8 +95,6 @@ class Finding:
             "user": self.user,
             "arn": self.arn,
             "rule": self.rule.value,
-            "key": self.key,
-            "key_id": self.key_id,
             "slot": self.slot,
             "cis": [ref.to_json() for ref in self.cis],
             "message": self.describe(),

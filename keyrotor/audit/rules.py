@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from keyrotor.audit.cis import AuditPolicy, Rule
@@ -167,31 +167,6 @@ def _tag_exemption(tags: Mapping[str, str], exempt_tag: str) -> str | None:
             return f"tag {key}={value}"
     return None
 
-
-def match_key_ids(findings: Iterable[Finding], keys: Mapping[str, Sequence[tuple[str, datetime]]]) -> list[Finding]:
-    """Fill in the findings' key ids from ListAccessKeys, matching each slot by its creation second.
-
-    The report dates keys to the second and has no ids; a slot whose key has been replaced since the report
-    (no key created at that second) keeps no id.
-
-    Args:
-        findings: The findings to complete.
-        keys: Each user's ``(AccessKeyId, CreateDate)`` pairs.
-
-    Returns:
-        The findings, with ``key_id`` set where a key matches.
-    """
-    resolved: list[Finding] = []
-    for finding in findings:
-        created = finding.evidence.created
-        same_second = [
-            key_id
-            for key_id, made in keys.get(finding.user, ())
-            if created is not None and as_utc(made).replace(microsecond=0) == created
-        ]
-        # Two keys created within the same second cannot be told apart: leave the id unknown.
-        resolved.append(replace(finding, key_id=same_second[0] if len(same_second) == 1 else None))
-    return resolved
 
 
 def _compile(globs: Iterable[str]) -> tuple[tuple[str, re.Pattern[str]], ...]:

@@ -149,8 +149,6 @@ def _run(
     )
 
 
-
-
 def _console(stderr: bool) -> Console:
     from rich.console import Console
 
@@ -184,7 +182,7 @@ def _print_result(result: AuditResult, out: Console) -> None:
             findings.add_row(
                 finding.user,
                 finding.rule.value,
-                finding.key,
+                finding.slot,
                 finding.describe(),
                 ", ".join(ref.control for ref in finding.cis),
             )

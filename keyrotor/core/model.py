@@ -97,7 +97,6 @@ _PHASE_ORDER = list(Phase)
 _ENDINGS = frozenset({Phase.COMPLETED, Phase.FAILED, Phase.REJECTED, Phase.ROLLED_BACK})
 
 
-ROTATION = "rotation"
 RETIREMENT = "retirement"
 
 

@@ -210,5 +210,6 @@ def rotation_markdown(state: RotationState, view: Outlook) -> str:
         (state.rolled_back_at, "rolled back"),
         (state.completed_at, f"ended: {state.phase.value}"),
     ]
-    lines += [f"| {_at(when)} | {what} |" for when, what in sorted((e for e in events if e[0]), key=lambda e: e[0])]
+    dated = [(when, what) for when, what in events if when is not None]
+    lines += [f"| {_at(when)} | {what} |" for when, what in sorted(dated, key=lambda event: event[0])]
     return "\n".join(lines)

@@ -27,8 +27,7 @@ from keyrotor.core.model import Phase
 from keyrotor.deployments.table import NAMES
 from tests.conftest import OUTPUT
 from tests.helpers import keyrotor_cli
-from tests.integration.test_operate import processes_of, run_state, schedule_rotation, wait_for
-from tests.integration.test_rotate import active_keys, assert_rotated
+from tests.integration.support import active_keys, assert_rotated, processes_of, run_state, schedule_rotation, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import pytest
 from keyrotor.core.model import Phase
 from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.helpers import keyrotor_cli, keyrotor_popen
-from tests.integration.test_rotate import active_keys, assert_rotated
+from tests.integration.support import active_keys, assert_rotated
 
 pytestmark = pytest.mark.integration
 

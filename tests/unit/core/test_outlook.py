@@ -10,7 +10,7 @@ from keyrotor.core.errors import ConfigurationError
 from keyrotor.core.inputs import check_quiet_period, check_user_name
 from keyrotor.core.model import Phase
 from keyrotor.core.outlook import outlook
-from tests.unit.test_logic import T0, state
+from tests.unit.core.test_decisions import T0, state
 
 LATER = T0 + timedelta(hours=1)
 

@@ -12,8 +12,15 @@ from keyrotor.adapters.prefect_api import WAITING
 from keyrotor.core.model import Phase
 from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.helpers import keyrotor_cli
-from tests.integration.test_operate import processes_of, run_state, schedule_rotation, wait_for
-from tests.integration.test_rotate import active_keys, assert_rotated
+from tests.integration.support import (
+    active_keys,
+    assert_rotated,
+    make_fleet,
+    processes_of,
+    run_state,
+    schedule_rotation,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -99,31 +106,6 @@ def remediate_fleet(stack_environ, prefix: str, *extra: str):  # type: ignore[no
     result = keyrotor_cli(stack_environ, "remediate", "--json", "--user", f"{prefix}*", *extra, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
-
-
-def make_fleet(iam, connections, stack_environ, count: int, name: str) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
-    """Users named ``<name>-<run>-<n>``, each with one 120-day-old key last used two days ago (so the quiet period
-    runs from the publish), published in Vault; returns the name prefix and the users."""
-    import uuid
-    from datetime import UTC, timedelta
-
-    from pydantic import SecretStr
-
-    from keyrotor.core.model import NewCredentials
-    from keyrotor.stack.seed import backdate_key
-
-    prefix = f"{name}-{uuid.uuid4().hex[:6]}-"
-    now = datetime.now(UTC)
-    users = []
-    for index in range(count):
-        user = f"{prefix}{index}"
-        iam.create_user(UserName=user)
-        key = iam.create_access_key(UserName=user)["AccessKey"]
-        created, used = now - timedelta(days=120), now - timedelta(days=2)
-        backdate_key(stack_environ["AWS_ENDPOINT_URL"], key["AccessKeyId"], created, used)
-        connections.records(user).publish(NewCredentials(key["AccessKeyId"], SecretStr(key["SecretAccessKey"])), 0)
-        users.append(user)
-    return prefix, users
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from keyrotor.core.model import Phase, RotationState
 from keyrotor.stack.seed import backdate_key
 from tests.helpers import keyrotor_cli
-from tests.integration.test_rotate import all_keys
+from tests.integration.support import all_keys
 
 pytestmark = pytest.mark.integration
 

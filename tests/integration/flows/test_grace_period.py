@@ -12,7 +12,7 @@ from prefect.client.orchestration import get_client
 
 from keyrotor.core.model import Phase
 from tests.helpers import keyrotor_cli
-from tests.integration.test_rotate import active_keys, all_keys, assert_rotated
+from tests.integration.support import active_keys, all_keys, assert_rotated
 
 pytestmark = pytest.mark.integration
 

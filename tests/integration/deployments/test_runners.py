@@ -5,106 +5,29 @@ restart it and run `keyrotor serve` processes against it without disturbing the 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import DeploymentStatus
-from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from keyrotor.adapters.prefect_api import WAITING, suspend_run
 from keyrotor.core.model import Phase
-from keyrotor.deployments.table import NAMES
 from keyrotor.stack.services import LocalStack, StackPorts, read_stack
-from tests.conftest import OUTPUT, ROOT
+from tests.conftest import OUTPUT
 from tests.helpers import keyrotor_cli
-from tests.integration.test_operate import wait_for
-from tests.integration.test_rotate import active_keys, assert_rotated
-from tests.integration.test_waiting import make_fleet
+from tests.integration.support import (
+    Runner,
+    active_keys,
+    assert_rotated,
+    make_fleet,
+    start_rotation,
+    state_of,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid``, from the process table."""
-    children: dict[int, list[int]] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(parent, []).append(int(proc.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def kill_tree(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL a process and everything it started, as losing its machine would."""
-    for pid in [process.pid, *descendants(process.pid)]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            continue
-    process.wait(timeout=30)
-
-
-class Runner:
-    """A `keyrotor serve` process against the module's server, logging to ``OUTPUT/<name>.log``."""
-
-    def __init__(self, env: dict[str, str], name: str, **extra: str) -> None:
-        self.log = (OUTPUT / f"{name}.log").open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "keyrotor", "serve", "--limit", extra.pop("limit", "4")],
-            env={**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1", **extra},
-            cwd=ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        self.path = OUTPUT / f"{name}.log"
-        with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
-            wait_for(lambda: self._ready(), f"{name} to serve the deployments", timeout=120)
-
-    def _ready(self) -> bool:
-        assert self.process.poll() is None, self.path.read_text()[-3000:]
-        with get_client(sync_client=True) as client:
-            ready = {d.name for d in client.read_deployments() if d.status == DeploymentStatus.READY}
-        return set(NAMES) <= ready
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            kill_tree(self.process)
-        self.log.close()
-
-
-def start_rotation(env: dict[str, str], user: str, **parameters: Any) -> str:
-    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
-        run = run_deployment(
-            "rotate-access-key/rotate-access-key",
-            parameters={"user_name": user, "poll_interval": "1s", "grace_period": "0s", **parameters},
-            timeout=0,
-        )
-    return str(run.id)
-
-
-def state_of(env: dict[str, str], run_id: str):  # type: ignore[no-untyped-def]
-    from uuid import UUID
-
-    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
-        return client.read_flow_run(UUID(run_id)).state
 
 
 def restart_prefect(down_for: float = 0) -> None:

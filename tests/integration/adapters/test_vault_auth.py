@@ -16,9 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.conftest import OUTPUT, ROOT
 from tests.helpers import keyrotor_cli
-from tests.integration.test_operate import wait_for
-from tests.integration.test_rotate import active_keys, assert_rotated
-from tests.integration.test_runners import Runner, start_rotation, state_of
+from tests.integration.support import Runner, active_keys, assert_rotated, start_rotation, state_of, wait_for
 
 pytestmark = pytest.mark.integration
 

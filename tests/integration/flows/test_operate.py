@@ -18,17 +18,9 @@ from prefect.flow_runs import resume_flow_run
 from keyrotor.core.model import Phase
 from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.helpers import keyrotor_cli
-from tests.integration.test_rotate import active_keys, all_keys, assert_rotated
+from tests.integration.support import active_keys, all_keys, assert_rotated, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(predicate, what: str, timeout: float = 90):  # type: ignore[no-untyped-def]
-    deadline = time.time() + timeout
-    while not (result := predicate()):
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
-    return result
 
 
 def processes_of(run_id: str) -> list[int]:

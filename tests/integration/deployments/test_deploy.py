@@ -15,7 +15,7 @@ from keyrotor.deployments.table import NAMES, REMEDIATE, SWEEP
 from keyrotor.stack.services import LocalStack, StackPorts
 from tests.conftest import OUTPUT, ROOT
 from tests.helpers import stop_process
-from tests.integration.test_rotate import active_keys, assert_rotated
+from tests.integration.support import active_keys, assert_rotated
 
 pytestmark = pytest.mark.integration
 PREFECT = str(Path(sys.executable).with_name("prefect"))

@@ -6,38 +6,14 @@ import json
 import time
 from datetime import datetime
 
-import boto3
 import pytest
 
 from keyrotor.core.model import Phase
 from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.helpers import keyrotor_cli, keyrotor_popen
+from tests.integration.support import active_keys, all_keys, assert_rotated
 
 pytestmark = pytest.mark.integration
-
-
-def active_keys(iam, user: str) -> list[str]:  # type: ignore[no-untyped-def]
-    return [
-        k["AccessKeyId"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"] if k["Status"] == "Active"
-    ]
-
-
-def all_keys(iam, user: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    return {k["AccessKeyId"]: k["Status"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]}
-
-
-def assert_rotated(iam, connections, user: str, old_key_id: str) -> str:  # type: ignore[no-untyped-def]
-    """Exactly one key, active, the one in Vault, and it works; the old key is gone."""
-    keys = all_keys(iam, user)
-    credentials = connections.records(user).published_credentials()
-    assert credentials is not None
-    assert keys == {credentials.key_id: "Active"}, keys
-    assert credentials.key_id != old_key_id
-    sts = boto3.client(
-        "sts", aws_access_key_id=credentials.key_id, aws_secret_access_key=credentials.secret.get_secret_value()
-    )
-    assert sts.get_caller_identity()["Arn"].endswith(f":user/{user}")
-    return credentials.key_id
 
 
 def test_happy_path_rotates_without_a_single_refused_call(iam, connections, user_factory, stack_environ) -> None:

@@ -1,0 +1,152 @@
+"""What several integration tests share: waiting for a condition, a user's active keys, the check that a rotation
+ended well, a fleet of users, a runner process and a rotation started on it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import boto3
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import DeploymentStatus
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from keyrotor.deployments.table import NAMES
+from tests.conftest import OUTPUT, ROOT
+
+
+def wait_for(predicate, what: str, timeout: float = 90):  # type: ignore[no-untyped-def]
+    deadline = time.time() + timeout
+    while not (result := predicate()):
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+    return result
+
+
+def active_keys(iam, user: str) -> list[str]:  # type: ignore[no-untyped-def]
+    return [
+        k["AccessKeyId"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"] if k["Status"] == "Active"
+    ]
+
+
+def assert_rotated(iam, connections, user: str, old_key_id: str) -> str:  # type: ignore[no-untyped-def]
+    """Exactly one key, active, the one in Vault, and it works; the old key is gone."""
+    keys = all_keys(iam, user)
+    credentials = connections.records(user).published_credentials()
+    assert credentials is not None
+    assert keys == {credentials.key_id: "Active"}, keys
+    assert credentials.key_id != old_key_id
+    sts = boto3.client(
+        "sts", aws_access_key_id=credentials.key_id, aws_secret_access_key=credentials.secret.get_secret_value()
+    )
+    assert sts.get_caller_identity()["Arn"].endswith(f":user/{user}")
+    return credentials.key_id
+
+
+def make_fleet(iam, connections, stack_environ, count: int, name: str) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
+    """Users named ``<name>-<run>-<n>``, each with one 120-day-old key last used two days ago (so the quiet period
+    runs from the publish), published in Vault; returns the name prefix and the users."""
+    import uuid
+
+    from pydantic import SecretStr
+
+    from keyrotor.core.model import NewCredentials
+    from keyrotor.stack.seed import backdate_key
+
+    prefix = f"{name}-{uuid.uuid4().hex[:6]}-"
+    now = datetime.now(UTC)
+    users = []
+    for index in range(count):
+        user = f"{prefix}{index}"
+        iam.create_user(UserName=user)
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        created, used = now - timedelta(days=120), now - timedelta(days=2)
+        backdate_key(stack_environ["AWS_ENDPOINT_URL"], key["AccessKeyId"], created, used)
+        connections.records(user).publish(NewCredentials(key["AccessKeyId"], SecretStr(key["SecretAccessKey"])), 0)
+        users.append(user)
+    return prefix, users
+
+
+class Runner:
+    """A `keyrotor serve` process against the module's server, logging to ``OUTPUT/<name>.log``."""
+
+    def __init__(self, env: dict[str, str], name: str, **extra: str) -> None:
+        self.log = (OUTPUT / f"{name}.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "keyrotor", "serve", "--limit", extra.pop("limit", "4")],
+            env={**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1", **extra},
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.path = OUTPUT / f"{name}.log"
+        with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
+            wait_for(lambda: self._ready(), f"{name} to serve the deployments", timeout=120)
+
+    def _ready(self) -> bool:
+        assert self.process.poll() is None, self.path.read_text()[-3000:]
+        with get_client(sync_client=True) as client:
+            ready = {d.name for d in client.read_deployments() if d.status == DeploymentStatus.READY}
+        return set(NAMES) <= ready
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            kill_tree(self.process)
+        self.log.close()
+
+
+def start_rotation(env: dict[str, str], user: str, **parameters: Any) -> str:
+    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
+        run = run_deployment(
+            "rotate-access-key/rotate-access-key",
+            parameters={"user_name": user, "poll_interval": "1s", "grace_period": "0s", **parameters},
+            timeout=0,
+        )
+    return str(run.id)
+
+
+def state_of(env: dict[str, str], run_id: str):  # type: ignore[no-untyped-def]
+
+    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
+        return client.read_flow_run(UUID(run_id)).state
+
+
+def all_keys(iam, user: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {k["AccessKeyId"]: k["Status"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]}
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from the process table."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(proc.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process and everything it started, as losing its machine would."""
+    for pid in [process.pid, *descendants(process.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+    process.wait(timeout=30)
