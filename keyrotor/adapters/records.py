@@ -149,15 +149,6 @@ class RotationRecords:
             return None
         return current.version if current is not None and current.data.get("write_id") == write_id else None
 
-    def state_history(self, limit: int = 50) -> list[RotationState]:
-        """The newest ``limit`` recorded versions of the state, newest first."""
-        current = self.kv.current_version(self.paths.state)
-        history = []
-        for version in range(current, max(0, current - limit), -1):
-            record = self.kv.read(self.paths.state, version)
-            if record is not None:
-                history.append(RotationState.from_record(record.data, record.version))
-        return history
 
     # --- lease --------------------------------------------------------------------------------------
     def read_lease(self) -> KVRecord | None:

@@ -19,6 +19,8 @@ from prefect.client.schemas.objects import DeploymentStatus
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from keyrotor.adapters.records import RotationRecords
+from keyrotor.core.model import RotationState
 from keyrotor.deployments.table import NAMES
 from tests.conftest import OUTPUT, ROOT
 
@@ -150,3 +152,14 @@ def kill_tree(process: subprocess.Popen[bytes]) -> None:
         except ProcessLookupError:
             continue
     process.wait(timeout=30)
+
+
+def state_history(records: RotationRecords, limit: int = 50) -> list[RotationState]:
+    """The newest ``limit`` recorded versions of a user's rotation state in Vault, newest first."""
+    current = records.kv.current_version(records.paths.state)
+    history = []
+    for version in range(current, max(0, current - limit), -1):
+        record = records.kv.read(records.paths.state, version)
+        if record is not None:
+            history.append(RotationState.from_record(record.data, record.version))
+    return history

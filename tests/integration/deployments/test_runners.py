@@ -23,6 +23,7 @@ from tests.integration.support import (
     assert_rotated,
     make_fleet,
     start_rotation,
+    state_history,
     state_of,
     wait_for,
 )
@@ -115,7 +116,7 @@ def test_two_runners_share_a_fleet_and_one_killed_loses_nothing(iam, connections
         doomed.stop()
     for user in users:
         assert state_of(own_server, runs[user]).is_completed(), (user, state_of(own_server, runs[user]))
-        history = list(reversed(connections.records(user).state_history()))
+        history = list(reversed(state_history(connections.records(user))))
         assert len({s.rotation_id for s in history}) == 1, f"{user} rotated twice"
         assert len({s.new_key_id for s in history if s.new_key_id}) == 1, f"{user} got two new keys"
         ranks = [s.phase.rank for s in history]
@@ -179,5 +180,5 @@ def test_iam_vault_and_prefect_down_for_two_minutes_and_the_rotation_finishes_wi
     assert state_of(own_server, run_id).is_completed(), state_of(own_server, run_id)
     assert_rotated(iam, connections, user, old)
     assert stats.errors == [], stats.errors[:3]
-    history = list(reversed(records.state_history()))
+    history = list(reversed(state_history(records)))
     assert len({s.rotation_id for s in history}) == 1 and len({s.new_key_id for s in history if s.new_key_id}) == 1

@@ -18,7 +18,7 @@ from prefect.flow_runs import resume_flow_run
 from keyrotor.core.model import Phase
 from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.helpers import keyrotor_cli
-from tests.integration.support import active_keys, all_keys, assert_rotated, wait_for
+from tests.integration.support import active_keys, all_keys, assert_rotated, state_history, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,7 @@ def test_paused_during_the_wait_holds_no_process_and_resumes_to_the_end(
         stats = app.stop()
     assert_rotated(iam, connections, user, old)
     assert stats.errors == []
-    history = list(reversed(records.state_history()))
+    history = list(reversed(state_history(records)))
     assert {s.new_key_id for s in history if s.new_key_id} == {history[-1].new_key_id}, "one new key, never two"
     ranks = [s.phase.rank for s in history]
     assert ranks == sorted(ranks), "phases never went backwards"
@@ -182,7 +182,7 @@ def test_an_interrupted_rollback_run_again_ends_the_same(
     assert blocked.returncode == 4 and "rollback" in blocked.stderr  # an unfinished rollback is finished, not undone
     rollback_and_check(iam, connections, stack_environ, user, old)
     records = connections.records(user)
-    restores = [s for s in records.state_history() if s.phase is Phase.ROLLED_BACK]
+    restores = [s for s in state_history(records) if s.phase is Phase.ROLLED_BACK]
     assert len(restores) == 1
     versions = records.kv.current_version(records.paths.secret)
     assert versions == 3, "one publish and exactly one restore, even with the rollback run twice"

@@ -11,7 +11,7 @@ import pytest
 from keyrotor.core.model import Phase
 from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.helpers import keyrotor_cli, keyrotor_popen
-from tests.integration.support import active_keys, all_keys, assert_rotated
+from tests.integration.support import active_keys, all_keys, assert_rotated, state_history
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ def test_happy_path_rotates_without_a_single_refused_call(iam, connections, user
     assert report["new_key_id"] == new
     assert stats.errors == [] and stats.calls > 5
     assert stats.keys_used == [old, new]
-    history = connections.records(user).state_history()
+    history = state_history(connections.records(user))
     assert [s.phase for s in reversed(history)] == [
         Phase.STARTED,
         Phase.CREATED,
@@ -248,7 +248,7 @@ def test_two_rotations_without_a_prefect_server_at_once_one_rotates_the_other_re
     refusal = next(err for code, _, err in ended if code == 4)
     assert "already running" in refusal or "was just rotated" in refusal, refusal
     assert_rotated(iam, connections, user, old)
-    history = connections.records(user).state_history()
+    history = state_history(connections.records(user))
     assert len({state.rotation_id for state in history}) == 1, "one rotation, not two"
 
 

@@ -19,6 +19,7 @@ from tests.integration.support import (
     processes_of,
     run_state,
     schedule_rotation,
+    state_history,
     wait_for,
 )
 
@@ -62,7 +63,7 @@ def test_a_waiting_rotation_holds_no_process_and_is_woken_once_the_old_key_is_qu
     assert final.deactivated_at is not None
     late = final.deactivated_at.timestamp() - (quiet_since + 6)
     assert late < 12, f"woken {late:.1f}s after the quiet period ended"
-    history = list(reversed(records.state_history()))
+    history = list(reversed(state_history(records)))
     assert {s.new_key_id for s in history if s.new_key_id} == {final.new_key_id}
     assert datetime.now().year  # keep the import honest
 
@@ -160,7 +161,7 @@ def test_a_second_remediation_during_the_first_starts_no_second_rotation(
             assert again[user]["flow_run_id"] == runs[user], "the same run, found again"
     wait_for(lambda: all(run_state(r).is_final() for r in runs.values()), "every rotation to finish", timeout=180)
     for user in users:
-        history = connections.records(user).state_history()
+        history = state_history(connections.records(user))
         assert len({s.rotation_id for s in history}) == 1, f"{user} was rotated twice"
         assert history[0].phase is Phase.COMPLETED
 
