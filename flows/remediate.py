@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from datetime import timedelta
 from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger, tags
@@ -68,7 +67,7 @@ def audit_and_remediate(
         "accept_unsafe_quiet_period": accept_unsafe_quiet_period,
     }
     audited = audit_accounts_task(settings, users or [], accounts or [], organization)
-    plans = plan_remediation(audited, settings, timedelta(days=1), max(1, max_concurrency))
+    plans = plan_remediation(audited, settings, max(1, max_concurrency))
     publish_audit_and_plan(audited, plans)
     exempt = [
         {"account_id": account, "user": e.user} for account, result in audited.results.items() for e in result.exempt

@@ -14,6 +14,7 @@ from pydantic import AliasChoices, BaseModel, BeforeValidator, Field, SecretStr,
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keyrotor.core.durations import format_duration, parse_duration
+from keyrotor.deployments.table import DELETE
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
@@ -163,7 +164,7 @@ class Settings(BaseSettings):
         description="Refuse (without --force) to rotate a key that keyrotor's last rotation created this recently.",
     )
     delete_deployment: str = Field(
-        default="delete-old-key/delete-old-key",
+        default=DELETE.full_name,
         description="Deployment that deletes an old key after its grace period.",
     )
 

@@ -15,7 +15,8 @@ from prefect.input import RunInput
 from prefect.runtime import deployment
 from pydantic import Field
 
-from keyrotor.core.model import LastUsed, Phase, RotationState, utcnow
+from keyrotor.core.model import LastUsed, Phase, RotationState
+from keyrotor.core.timestamps import utcnow
 from keyrotor.tasks import step
 from keyrotor.tasks.context import RotationContext
 from keyrotor.tasks.pause import record_pause

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import NoReturn
 
 from prefect import get_run_logger
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -21,7 +22,8 @@ from keyrotor.core.errors import (
     TransientError,
     VerificationFailed,
 )
-from keyrotor.core.model import KeyStatus, LastUsed, NewCredentials, Phase, RotationState, utcnow
+from keyrotor.core.model import KeyStatus, LastUsed, NewCredentials, Phase, RotationState
+from keyrotor.core.timestamps import utcnow
 from keyrotor.failpoints import failpoint
 from keyrotor.tasks import step
 from keyrotor.tasks.context import RotationContext
@@ -102,18 +104,18 @@ def verify_new_key(ctx: RotationContext, state: RotationState) -> RotationState:
         return state
     credentials = ctx.records.stashed()
     if credentials is None or credentials.key_id != state.new_key_id:
-        return _abandon_new_key(ctx, state, "the new key's stashed secret is missing from Vault")
+        _abandon_new_key(ctx, state, "the new key's stashed secret is missing from Vault")
     try:
         arn = _caller_arn_with_retries(ctx, credentials)
     except KeyNotAccepted as error:  # AWS kept saying the credentials are wrong: only that counts against the key
-        return _abandon_new_key(ctx, state, f"it never authenticated within {ctx.settings.verify_timeout} ({error})")
+        _abandon_new_key(ctx, state, f"it never authenticated within {ctx.settings.verify_timeout} ({error})")
     except TransientError as error:  # STS unreachable or failing: nothing is known about the key; keep it
         raise AwsError(
             f"could not verify the new key {state.new_key_id} within {ctx.settings.verify_timeout}: {error}. "
             f"It is kept (its secret stashed in Vault); `keyrotor rotate {ctx.user_name}` verifies it and goes on"
         ) from None
     if not arn.endswith(f"/{ctx.user_name}"):
-        return _abandon_new_key(ctx, state, f"it authenticates as {arn}, not as user {ctx.user_name!r}")
+        _abandon_new_key(ctx, state, f"it authenticates as {arn}, not as user {ctx.user_name!r}")
     get_run_logger().info("New key %s authenticates as %s", state.new_key_id, arn)
     return ctx.save(state.evolve(phase=Phase.VERIFIED, verified_at=utcnow()))
 
@@ -128,7 +130,7 @@ def _caller_arn_with_retries(ctx: RotationContext, credentials: NewCredentials) 
     return retrying(ctx.iam.caller_arn, credentials)
 
 
-def _abandon_new_key(ctx: RotationContext, state: RotationState, reason: str) -> RotationState:
+def _abandon_new_key(ctx: RotationContext, state: RotationState, reason: str) -> NoReturn:
     key_id = state.new_key_id
     if key_id and any(key.key_id == key_id for key in ctx.iam.list_keys(ctx.user_name)):
         ctx.iam.delete_key(ctx.user_name, key_id)
@@ -195,8 +197,8 @@ def deactivate_old_key(ctx: RotationContext, state: RotationState) -> RotationSt
     )
 
 
-@step("delete-old-key")
-def delete_old_key(ctx: RotationContext, state: RotationState) -> RotationState:
+@step("delete-deactivated-key")
+def delete_deactivated_key(ctx: RotationContext, state: RotationState) -> RotationState:
     """Delete the deactivated old key once its grace period is over, and complete the rotation.
 
     Refuses, changing nothing, if the grace period is not over or someone made the old key Active again.
@@ -224,7 +226,7 @@ def delete_old_key(ctx: RotationContext, state: RotationState) -> RotationState:
 
 
 @step("stop-waiting")
-def stop_waiting(ctx: RotationContext, state: RotationState, check: OldKeyCheck) -> RotationState:
+def stop_waiting(ctx: RotationContext, state: RotationState, check: OldKeyCheck) -> NoReturn:
     """At the deadline, with the old key still in use: record the evidence, leave both keys active, stop."""
     message = (
         f"old key {state.old_key_id} was still in use at the deadline {state.wait_deadline}: "

@@ -23,7 +23,7 @@ from keyrotor.adapters.records import LeaseStore
 from keyrotor.core.decisions import LeaseVerdict, judge_lease
 from keyrotor.core.durations import format_duration
 from keyrotor.core.errors import KeyrotorError, RotationConflict, VaultUnavailable
-from keyrotor.core.model import utcnow
+from keyrotor.core.timestamps import utcnow
 from keyrotor.tasks.context import RotationContext
 
 

@@ -15,7 +15,8 @@ from prefect.runtime import deployment
 from keyrotor.adapters.prefect_api import run_state
 from keyrotor.adapters.records import hold_rotation
 from keyrotor.core.errors import KeyrotorError
-from keyrotor.core.model import RotationState, utcnow
+from keyrotor.core.model import RotationState
+from keyrotor.core.timestamps import utcnow
 from keyrotor.tasks.context import RotationContext
 
 

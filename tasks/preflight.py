@@ -15,7 +15,8 @@ from keyrotor.core.decisions import plan_slots
 from keyrotor.core.durations import format_duration
 from keyrotor.core.errors import PreconditionFailed, RotationConflict
 from keyrotor.core.inputs import check_user_name
-from keyrotor.core.model import AccessKey, Phase, RotationState, utcnow
+from keyrotor.core.model import AccessKey, Phase, RotationState
+from keyrotor.core.timestamps import utcnow
 from keyrotor.settings import Settings, Timings
 from keyrotor.tasks import step
 from keyrotor.tasks.context import RotationContext

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from prefect import Flow, get_run_logger
@@ -16,7 +15,7 @@ from keyrotor.adapters.connections import Connections
 from keyrotor.adapters.credential_report import AccountsAudit, audit_accounts
 from keyrotor.adapters.prefect_api import deployment_ids, start_run
 from keyrotor.audit.settings import AuditSettings
-from keyrotor.core.model import utcnow
+from keyrotor.core.timestamps import utcnow
 from keyrotor.remediation.plan import Action, UserPlan
 from keyrotor.remediation.survey import plan_accounts
 from keyrotor.settings import Settings
@@ -55,11 +54,9 @@ def audit_accounts_task(
 
 
 @step("plan-remediation")
-def plan_remediation(
-    audited: AccountsAudit, settings: AuditSettings, recent: timedelta, concurrency: int
-) -> list[UserPlan]:
+def plan_remediation(audited: AccountsAudit, settings: AuditSettings, concurrency: int) -> list[UserPlan]:
     """Re-read each flagged user's keys, Vault record and last use (in its account), and choose a remedy."""
-    plans = plan_accounts(Connections.from_settings(Settings()), audited, settings, recent, concurrency)
+    plans = plan_accounts(Connections.from_settings(Settings()), audited, settings, concurrency)
     counts: dict[str, int] = {}
     for plan in plans:
         counts[plan.action.value] = counts.get(plan.action.value, 0) + 1

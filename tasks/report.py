@@ -15,8 +15,9 @@ from prefect.runtime import flow_run
 
 from keyrotor.adapters.prefect_api import add_tags, prefect_call
 from keyrotor.core.errors import PrefectUnavailable
-from keyrotor.core.model import RotationState, Wait, utcnow
+from keyrotor.core.model import RotationState, Wait
 from keyrotor.core.outlook import outlook, rotation_markdown
+from keyrotor.core.timestamps import utcnow
 from keyrotor.tasks.context import RotationContext
 
 

@@ -8,7 +8,8 @@ from datetime import timedelta
 from prefect import get_run_logger
 
 from keyrotor.core.errors import PreconditionFailed
-from keyrotor.core.model import RETIREMENT, Phase, RotationState, utcnow
+from keyrotor.core.model import RETIREMENT, Phase, RotationState
+from keyrotor.core.timestamps import utcnow
 from keyrotor.settings import Timings
 from keyrotor.tasks import step
 from keyrotor.tasks.context import RotationContext

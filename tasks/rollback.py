@@ -12,7 +12,8 @@ from prefect.states import Cancelled
 
 from keyrotor.adapters.prefect_api import prefect_call
 from keyrotor.core.errors import PreconditionFailed, RollbackImpossible, RotationConflict, VaultUnavailable
-from keyrotor.core.model import KeyStatus, Phase, RotationState, utcnow
+from keyrotor.core.model import KeyStatus, Phase, RotationState
+from keyrotor.core.timestamps import utcnow
 from keyrotor.failpoints import failpoint
 from keyrotor.tasks import step
 from keyrotor.tasks.context import RotationContext

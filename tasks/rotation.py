@@ -8,10 +8,11 @@ server several writes, which a fleet remediation pays per user.
 
 from __future__ import annotations
 
-from keyrotor.core.model import RotationState, utcnow
+from keyrotor.core.model import RotationState
+from keyrotor.core.timestamps import utcnow
 from keyrotor.tasks import step
 from keyrotor.tasks.context import RotationContext
-from keyrotor.tasks.keys import create_new_key, deactivate_old_key, delete_old_key, verify_new_key
+from keyrotor.tasks.keys import create_new_key, deactivate_old_key, delete_deactivated_key, verify_new_key
 from keyrotor.tasks.schedule import schedule_deletion
 from keyrotor.tasks.vault import publish_new_key
 
@@ -31,5 +32,5 @@ def retire_old_key(ctx: RotationContext, state: RotationState) -> RotationState:
 def finish_old_key(ctx: RotationContext, state: RotationState) -> RotationState:
     """Delete the deactivated old key now if its grace period is over, else schedule its deletion."""
     if state.delete_after is not None and state.delete_after <= utcnow():
-        return delete_old_key.fn(ctx, state)
+        return delete_deactivated_key.fn(ctx, state)
     return schedule_deletion.fn(ctx, state)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from keyrotor.adapters.connections import Connections
 from keyrotor.core.errors import KeyrotorError
-from keyrotor.core.model import Phase, utcnow
+from keyrotor.core.model import Phase
+from keyrotor.core.timestamps import utcnow
 from keyrotor.settings import Settings
 from keyrotor.tasks import step
 

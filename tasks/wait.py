@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NoReturn
 
 from prefect import get_run_logger
 from prefect.runtime import deployment
@@ -24,7 +25,8 @@ from keyrotor.adapters.prefect_api import suspend_current_run, this_server
 from keyrotor.core.decisions import Quiet
 from keyrotor.core.durations import format_duration
 from keyrotor.core.errors import AwsUnavailable, VaultUnavailable
-from keyrotor.core.model import LastUsed, Phase, RotationState, Wait, utcnow
+from keyrotor.core.model import LastUsed, Phase, RotationState, Wait
+from keyrotor.core.timestamps import utcnow
 from keyrotor.tasks.context import RotationContext
 from keyrotor.tasks.keys import OldKeyCheck, check_old_key, stop_waiting
 from keyrotor.tasks.pause import stop_if_suspended
@@ -67,7 +69,7 @@ def wait_until_old_key_is_quiet(ctx: RotationContext, state: RotationState, cont
             return Waited(state, evidence=check.last_used)
         if check.decision.outcome is Quiet.DEADLINE:
             clear(ctx)
-            stop_waiting(ctx, state, check)
+            stop_waiting(ctx, state, check)  # type: ignore[unused-coroutine]  # Prefect reads a NoReturn task as async
         if can_park(ctx):
             return Waited(state, parked=park(ctx, state, check))
         assert check.decision.next_check_at is not None
@@ -118,7 +120,7 @@ def park(ctx: RotationContext, state: RotationState, check: OldKeyCheck) -> Wait
     return parked
 
 
-def suspend_until_woken(ctx: RotationContext, wait: Wait) -> None:
+def suspend_until_woken(ctx: RotationContext, wait: Wait) -> NoReturn:
     """Suspend this run (no timeout) so its process exits; the waker resumes it. Raises Prefect's ``Pause``.
 
     Call it after the lease is released. If an operator paused the run meanwhile (the UI's Pause), Prefect refuses

@@ -43,7 +43,9 @@ from keyrotor.adapters.prefect_api import (
 from keyrotor.adapters.records import LeaseRecord, hold_rotation
 from keyrotor.core.decisions import Quiet, check_quiet
 from keyrotor.core.errors import KeyrotorError, RotationConflict
-from keyrotor.core.model import RotationState, Wait, utcnow
+from keyrotor.core.model import RotationState, Wait
+from keyrotor.core.timestamps import utcnow
+from keyrotor.deployments.table import RETIRE, ROTATE
 from keyrotor.tasks.lease import Lease
 
 EXPIRED_PAUSE = "The flow was paused and never resumed"
@@ -52,7 +54,7 @@ NO_LEASE_GRACE = timedelta(seconds=30)
 #: A run that keeps dying is scheduled again at most this many times; after that it is left for a person.
 MAX_REVIVALS = 3
 #: The deployments whose runs park and can be paused.
-PARKING_DEPLOYMENTS = ("rotate-access-key/rotate-access-key", "retire-access-key/retire-access-key")
+PARKING_DEPLOYMENTS = (ROTATE.full_name, RETIRE.full_name)
 
 Key = tuple[str, str]  # (account id, user name)
 

@@ -12,10 +12,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:  # imported lazily below: Prefect must not be imported before its settings are pointed here
+    from keyrotor.adapters.connections import Connections
+    from keyrotor.stack.services import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
 # KEYROTOR_TEST_OUTPUT lets two pytest sessions share a checkout without wiping each other's servers.
@@ -50,7 +55,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[object]:
+def stack() -> Iterator[LocalStack]:
     """The real servers, started once for the session and stopped after it."""
     from keyrotor.stack.services import LocalStack, StackPorts
 
@@ -59,10 +64,10 @@ def stack() -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def stack_environ(stack: object) -> dict[str, str]:
+def stack_environ(stack: LocalStack) -> dict[str, str]:
     """The environment a keyrotor process needs to work against the local stack, with fast timings."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "VAULT_", "KEYROTOR_"))}
-    env.update(stack.env)  # type: ignore[attr-defined]
+    env.update(stack.env)
     env.update(FAST)
     return env
 
@@ -92,21 +97,21 @@ def local_env(stack_environ: dict[str, str], prefect_api: str, monkeypatch: pyte
 
 
 @pytest.fixture
-def connections(local_env: dict[str, str]):  # type: ignore[no-untyped-def]
+def connections(local_env: dict[str, str]) -> Connections:
     from keyrotor.adapters.connections import Connections
 
     return Connections.from_settings()
 
 
 @pytest.fixture
-def iam(local_env: dict[str, str]):  # type: ignore[no-untyped-def]
+def iam(local_env: dict[str, str]) -> Any:  # a boto3 IAM client: boto3 ships no type information
     import boto3
 
     return boto3.client("iam")
 
 
 @pytest.fixture
-def user_factory(iam, connections):  # type: ignore[no-untyped-def]
+def user_factory(iam: Any, connections: Connections) -> Callable[..., str]:
     """Create a uniquely named IAM user with keys; the first active key is published to Vault like apps expect."""
     from pydantic import SecretStr
 

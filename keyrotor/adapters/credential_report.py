@@ -31,7 +31,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from keyrotor.adapters.accounts import RoleToAssume, assumed_session, caller_account, resolve_accounts
-from keyrotor.adapters.iam import translate
+from keyrotor.adapters.iam import call, translate
 from keyrotor.audit.cis import AuditPolicy
 from keyrotor.audit.findings import AuditResult, Finding
 from keyrotor.audit.report import CredentialReport, parse_report
@@ -127,7 +127,7 @@ def fetch_credential_report(
     started = clock()
     delay = _FIRST_POLL_SECONDS
     while True:
-        state = str(_call(iam, "generate the credential report", "generate_credential_report")["State"])
+        state = str(call(iam, "generate the credential report", "generate_credential_report")["State"])
         if state == _COMPLETE:
             response = _get_report(iam)
             if response is not None:
@@ -141,8 +141,6 @@ def fetch_credential_report(
             on_wait(state, waited)
         sleep(delay)
         delay = min(delay * 2, _MAX_POLL_SECONDS)
-
-
 
 
 def _get_report(iam: Any) -> dict[str, Any] | None:
@@ -167,7 +165,6 @@ def _page_through(iam: Any, pages: _TagPages) -> None:
                 return
     except (ClientError, BotoCoreError) as error:
         raise translate(error, "read the IAM users' tags") from None
-
 
 
 class _TagPages:
@@ -255,14 +252,6 @@ def _tagged_user_details(body: bytes) -> Iterator[bytes]:
             yield body[opened : token.end()]
     if depth != 0:
         raise AwsError("GetAccountAuthorizationDetails answered with a malformed user list")
-
-
-def _call(iam: Any, action: str, operation: str, **kwargs: Any) -> dict[str, Any]:
-    try:
-        response: dict[str, Any] = getattr(iam, operation)(**kwargs)
-    except (ClientError, BotoCoreError) as error:
-        raise translate(error, action) from None
-    return response
 
 
 @dataclass(frozen=True)

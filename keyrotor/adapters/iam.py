@@ -7,7 +7,7 @@ error and is translated once, here, into a keyrotor error that says what to do.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
 import boto3
@@ -34,6 +34,7 @@ from keyrotor.core.errors import (
     TransientError,
 )
 from keyrotor.core.model import AccessKey, KeyStatus, LastUsed, NewCredentials
+from keyrotor.core.timestamps import as_utc
 
 T = TypeVar("T")
 
@@ -91,6 +92,15 @@ def translate(error: Exception, action: str) -> KeyrotorError:
     return AwsError(f"{action}: {error}")
 
 
+def call(client: Any, action: str, operation: str, **kwargs: Any) -> dict[str, Any]:
+    """One boto3 call (``client.<operation>(**kwargs)``), its failure translated into a keyrotor error once."""
+    try:
+        response: dict[str, Any] = getattr(client, operation)(**kwargs)
+    except (ClientError, BotoCoreError) as error:
+        raise translate(error, action) from None
+    return response
+
+
 class Boto3Iam:
     """:class:`IamGateway` over boto3. Region, profile and ``AWS_ENDPOINT_URL`` come from the standard settings.
 
@@ -113,7 +123,7 @@ class Boto3Iam:
 
     def _call(self, action: str, client: Any, operation: str, **kwargs: Any) -> dict[str, Any]:
         """One idempotent call, retried through an outage of up to ``retry_for``."""
-        return self._through_outages(self._once, action, client, operation, **kwargs)
+        return self._through_outages(call, client, action, operation, **kwargs)
 
     def _through_outages(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         retrying = Retrying(
@@ -123,14 +133,6 @@ class Boto3Iam:
             reraise=True,
         )
         return retrying(function, *args, **kwargs)
-
-    @staticmethod
-    def _once(action: str, client: Any, operation: str, **kwargs: Any) -> dict[str, Any]:
-        try:
-            response: dict[str, Any] = getattr(client, operation)(**kwargs)
-        except (ClientError, BotoCoreError) as error:
-            raise translate(error, action) from None
-        return response
 
     def account_id(self) -> str:
         if self._account_id is None:
@@ -154,7 +156,7 @@ class Boto3Iam:
         try:
             for page in paginator.paginate(UserName=user_name):
                 keys.extend(
-                    AccessKey(item["AccessKeyId"], KeyStatus(item["Status"]), _aware(item["CreateDate"]))
+                    AccessKey(item["AccessKeyId"], KeyStatus(item["Status"]), as_utc(item["CreateDate"]))
                     for item in page["AccessKeyMetadata"]
                 )
         except (ClientError, BotoCoreError) as error:
@@ -205,7 +207,7 @@ class Boto3Iam:
         used_at = info.get("LastUsedDate")
         return LastUsed(
             key_id=key_id,
-            used_at=_aware(used_at) if used_at else None,
+            used_at=as_utc(used_at) if used_at else None,
             service=_known(info.get("ServiceName")),
             region=_known(info.get("Region")),
         )
@@ -232,10 +234,6 @@ class Boto3Iam:
             raise TransientError(f"verify key {credentials.key_id}: cannot reach STS ({error})") from None
         except BotoCoreError as error:
             raise TransientError(f"verify key {credentials.key_id}: {error}") from None
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _known(value: str | None) -> str | None:

@@ -15,9 +15,10 @@ from typing import Any, Protocol
 
 from pydantic import SecretStr
 
-from keyrotor.adapters.vault import KVRecord, VaultKV
+from keyrotor.adapters.vault import KVRecord, KVStore
 from keyrotor.core.errors import PreconditionFailed, RotationConflict, VaultError, VaultUnavailable
-from keyrotor.core.model import NewCredentials, RotationState, Wait, utcnow
+from keyrotor.core.model import NewCredentials, RotationState, Wait
+from keyrotor.core.timestamps import utcnow
 
 ID_FIELD = "aws_access_key_id"
 SECRET_FIELD = "aws_secret_access_key"
@@ -65,7 +66,7 @@ class LeaseStore(Protocol):
 class LeaseRecord:
     """A lease at a fixed path (the waker's), as opposed to a user's rotation lease in :class:`RotationRecords`."""
 
-    def __init__(self, kv: VaultKV, path: str) -> None:
+    def __init__(self, kv: KVStore, path: str) -> None:
         self.kv = kv
         self.path = path
 
@@ -79,7 +80,7 @@ class LeaseRecord:
 class RotationRecords:
     """Reads and writes one user's records. Secrets only ever pass through, never returned in plain form."""
 
-    def __init__(self, kv: VaultKV, paths: UserPaths) -> None:
+    def __init__(self, kv: KVStore, paths: UserPaths) -> None:
         self.kv = kv
         self.paths = paths
 
@@ -149,7 +150,6 @@ class RotationRecords:
             return None
         return current.version if current is not None and current.data.get("write_id") == write_id else None
 
-
     # --- lease --------------------------------------------------------------------------------------
     def read_lease(self) -> KVRecord | None:
         return self.kv.read(self.paths.lease)
@@ -175,7 +175,7 @@ class WaitingIndex:
     the due ones and records each look. Writes are check-and-set, so neither overwrites the other's newer record.
     """
 
-    def __init__(self, kv: VaultKV, template: str) -> None:
+    def __init__(self, kv: KVStore, template: str) -> None:
         self.kv = kv
         self.template = template
 

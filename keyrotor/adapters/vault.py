@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import hvac
 import hvac.exceptions
@@ -63,6 +63,30 @@ def _reason(error: Exception) -> str:
     if "Name or service not known" in text or "nodename nor servname" in text:
         return "unknown host name"
     return "connection failed"
+
+
+class KVStore(Protocol):
+    """What the durable records need from a KV v2 mount: versioned reads, check-and-set writes, listing.
+
+    :class:`VaultKV` is the real one; the unit tests' in-memory store is another.
+    """
+
+    mount: str
+    addr: str
+
+    def check(self, retry_for: timedelta | None = None) -> None: ...
+
+    def read(self, path: str, version: int | None = None) -> KVRecord | None: ...
+
+    def current_version(self, path: str) -> int: ...
+
+    def write(self, path: str, data: dict[str, Any], cas: int | None) -> KVRecord: ...
+
+    def keep_versions(self, path: str, count: int) -> None: ...
+
+    def destroy(self, path: str) -> None: ...
+
+    def list(self, path: str) -> list[str]: ...
 
 
 class VaultKV:

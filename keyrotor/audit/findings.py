@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from keyrotor.audit.cis import CIS_REFERENCES, AuditPolicy, CisReference, Rule
+from keyrotor.core.timestamps import iso_or_none
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,9 @@ class Evidence:
     def to_json(self) -> dict[str, Any]:
         """The evidence as a JSON object."""
         return {
-            "created": _iso(self.created),
+            "created": iso_or_none(self.created),
             "age_days": self.age_days,
-            "last_used": _iso(self.last_used),
+            "last_used": iso_or_none(self.last_used),
             "last_used_service": self.last_used_service,
             "never_used": self.last_used is None,
             "idle_days": self.idle_days,
@@ -180,7 +181,7 @@ class AuditResult:
     def to_json(self) -> dict[str, Any]:
         """The whole result as the one JSON object ``keyrotor audit --json`` prints."""
         return {
-            "generated_at": _iso(self.generated_at),
+            "generated_at": iso_or_none(self.generated_at),
             "report_age_seconds": round(self.report_age.total_seconds()),
             "findings": [finding.to_json() for finding in self.findings],
             "exempt": [exemption.to_json() for exemption in self.exempt],
@@ -201,7 +202,3 @@ class UserVerdict:
     user: str
     arn: str
     findings: tuple[Finding, ...]
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None

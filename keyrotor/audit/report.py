@@ -9,9 +9,10 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from keyrotor.core.errors import AwsError
+from keyrotor.core.timestamps import as_utc
 
 ROOT_ACCOUNT = "<root_account>"
 
@@ -180,13 +181,8 @@ def _time(value: str) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise AwsError(f"the credential report has an unreadable date {value!r}") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return as_utc(parsed)
 
 
 def _text(value: str) -> str | None:
     return None if value in _ABSENT else value
-
-
-def as_utc(value: datetime) -> datetime:
-    """A timezone-aware UTC datetime (naive ones are taken as UTC)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

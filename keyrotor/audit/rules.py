@@ -30,7 +30,8 @@ from datetime import datetime, timedelta
 
 from keyrotor.audit.cis import AuditPolicy, Rule
 from keyrotor.audit.findings import AuditResult, Evidence, Exemption, Finding, UserVerdict
-from keyrotor.audit.report import CredentialReport, ReportRow, as_utc
+from keyrotor.audit.report import CredentialReport, ReportRow
+from keyrotor.core.timestamps import as_utc
 
 
 def evaluate(
@@ -166,7 +167,6 @@ def _tag_exemption(tags: Mapping[str, str], exempt_tag: str) -> str | None:
         if key.lower() == wanted and value.strip().lower() != "false":
             return f"tag {key}={value}"
     return None
-
 
 
 def _compile(globs: Iterable[str]) -> tuple[tuple[str, re.Pattern[str]], ...]:

@@ -10,7 +10,7 @@ from pydantic import BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from keyrotor.audit.cis import AuditPolicy
-from keyrotor.core.errors import ConfigurationError
+from keyrotor.core.errors import ConfigurationError, describe_invalid
 from keyrotor.settings import Duration
 
 
@@ -59,9 +59,7 @@ class AuditSettings(BaseSettings):
         try:
             return cls(**{name: value for name, value in overrides.items() if value is not None})
         except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}" for issue in error.errors()
-            )
+            problems = describe_invalid(error)
             raise ConfigurationError(f"invalid audit settings (options or KEYROTOR_AUDIT_*): {problems}") from None
 
     def policy(self, only_users: Sequence[str] = ()) -> AuditPolicy:

@@ -122,7 +122,7 @@ def _run(
     from keyrotor.adapters.accounts import RoleToAssume
     from keyrotor.adapters.credential_report import audit_accounts
     from keyrotor.audit.settings import AuditSettings
-    from keyrotor.core.errors import ConfigurationError
+    from keyrotor.core.errors import ConfigurationError, describe_invalid
     from keyrotor.settings import Settings
 
     settings = AuditSettings.load(
@@ -131,7 +131,7 @@ def _run(
     try:
         general = Settings()
     except ValidationError as error:
-        raise ConfigurationError(f"invalid KEYROTOR_* settings: {error}") from None
+        raise ConfigurationError(f"invalid KEYROTOR_* settings: {describe_invalid(error)}") from None
     role = RoleToAssume(role_name or general.role_name, external_id or general.external_id)
 
     def waiting(state: str, waited: float) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
@@ -86,7 +85,7 @@ def remediate(
             role=RoleToAssume(rotation_settings.role_name, rotation_settings.external_id),
             concurrency=rotation_settings.account_concurrency,
         )
-        plans = plan_accounts(Connections.from_settings(), audited, settings, timedelta(days=1), max_concurrency)
+        plans = plan_accounts(Connections.from_settings(), audited, settings, max_concurrency)
     except KeyrotorError as error:
         fail(error, as_json)
         return
@@ -183,7 +182,7 @@ def fleet_status(
     """
     from keyrotor.adapters.connections import Connections
     from keyrotor.control import fleet_status as fleet
-    from keyrotor.core.model import utcnow
+    from keyrotor.core.timestamps import utcnow
 
     try:
         entries = fleet.gather(Connections.from_settings(), tuple(user or ()))

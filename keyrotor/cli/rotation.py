@@ -115,8 +115,8 @@ def _rotate_on_server(user: str, parameters: dict[str, Any], to_the_end: bool, a
     from keyrotor.adapters.connections import Connections
     from keyrotor.adapters.prefect_api import start_run
     from keyrotor.control.follow import follow
-    from keyrotor.core.model import utcnow
     from keyrotor.core.outlook import outlook
+    from keyrotor.core.timestamps import utcnow
     from keyrotor.deployments.table import ROTATE
     from keyrotor.tasks.report import user_tags
 

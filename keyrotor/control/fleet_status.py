@@ -15,8 +15,9 @@ from typing import Any
 
 from keyrotor.adapters.connections import Connections
 from keyrotor.core.errors import PreconditionFailed
-from keyrotor.core.model import Phase, RotationState, Wait, utcnow
+from keyrotor.core.model import Phase, RotationState, Wait
 from keyrotor.core.outlook import Outlook, outlook
+from keyrotor.core.timestamps import utcnow
 
 
 @dataclass(frozen=True)

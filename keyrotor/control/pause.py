@@ -18,8 +18,9 @@ from keyrotor.adapters.connections import Connections, whoami
 from keyrotor.adapters.prefect_api import WAITING, force_state, prefect_call, read_run, resume_run, suspend_run
 from keyrotor.adapters.records import hold_rotation
 from keyrotor.core.errors import PreconditionFailed, RotationConflict
-from keyrotor.core.model import RotationState, utcnow
+from keyrotor.core.model import RotationState
 from keyrotor.core.outlook import outlook
+from keyrotor.core.timestamps import utcnow
 
 EXPIRED_PAUSE = "The flow was paused and never resumed"
 

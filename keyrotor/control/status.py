@@ -6,8 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from keyrotor.adapters.connections import Connections
-from keyrotor.core.model import utcnow
 from keyrotor.core.outlook import outlook
+from keyrotor.core.timestamps import utcnow
 
 
 def user_status(connections: Connections, user_name: str) -> dict[str, Any]:

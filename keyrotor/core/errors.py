@@ -6,6 +6,8 @@ AWS ``ClientError`` codes and hvac exceptions are translated into these once, at
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class KeyrotorError(Exception):
     """Root of every error keyrotor raises on purpose. Messages never contain secrets."""
@@ -96,3 +98,21 @@ def error_from_message(message: str | None) -> KeyrotorError:
 
 def _all_errors(root: type[KeyrotorError]) -> list[type[KeyrotorError]]:
     return [root, *(kind for sub in root.__subclasses__() for kind in _all_errors(sub))]
+
+
+def describe_invalid(error: Exception, options: bool = False) -> str:
+    """A rejected setting or option as one line for the operator: ``field: message; field: message``.
+
+    pydantic's own text spans lines and names its internals; ``options`` names fields as command-line options
+    (``quiet-period`` for ``quiet_period``).
+    """
+    if not isinstance(error, ValidationError):
+        return str(error)
+    problems = []
+    for issue in error.errors():
+        where = ".".join(str(part) for part in issue.get("loc", ()))
+        if options:
+            where = where.replace("_", "-")
+        message = str(issue["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)

@@ -12,7 +12,7 @@ from datetime import timedelta
 from pydantic import ValidationError
 
 from keyrotor.core.durations import format_duration
-from keyrotor.core.errors import ConfigurationError
+from keyrotor.core.errors import ConfigurationError, describe_invalid
 from keyrotor.settings import Settings, Timings
 
 #: IAM's rule for user names (CreateUser): 1 to 64 of letters, digits and ``+=,.@_-``.
@@ -63,13 +63,4 @@ def resolve_timings(settings: Settings, *durations: str | None) -> Timings:
     try:
         return settings.timings.with_overrides(**dict(zip(names, durations, strict=False)))
     except (ValidationError, ValueError) as error:
-        raise ConfigurationError(_first_error(error)) from None
-
-
-def _first_error(error: Exception) -> str:
-    if isinstance(error, ValidationError):
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first.get("loc", ()))
-        message = str(first["msg"]).removeprefix("Value error, ")
-        return f"{where.replace('_', '-')}: {message}" if where else message
-    return str(error)
+        raise ConfigurationError(describe_invalid(error, options=True)) from None

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from pydantic import SecretStr
 
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware in UTC."""
-    return datetime.now(UTC)
+from keyrotor.core.timestamps import iso_or_none
 
 
 class KeyStatus(StrEnum):
@@ -53,7 +50,7 @@ class LastUsed:
     def to_record(self) -> dict[str, Any]:
         return {
             "key_id": self.key_id,
-            "used_at": _iso(self.used_at),
+            "used_at": iso_or_none(self.used_at),
             "service": self.service,
             "region": self.region,
         }
@@ -168,7 +165,7 @@ class RotationState:
                 continue
             value = getattr(self, item.name)
             if isinstance(value, datetime):
-                value = _iso(value)
+                value = iso_or_none(value)
             elif isinstance(value, tuple):
                 value = list(value)
             record[item.name] = value
@@ -190,10 +187,6 @@ class RotationState:
                 value = _parse_time(value)
             values[name] = value
         return cls(**values, version=version)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -235,7 +228,7 @@ class Wait:
 
     def to_record(self) -> dict[str, Any]:
         record = {item.name: getattr(self, item.name) for item in dataclasses.fields(self) if item.name != "version"}
-        return {name: _iso(value) if isinstance(value, datetime) else value for name, value in record.items()}
+        return {name: iso_or_none(value) if isinstance(value, datetime) else value for name, value in record.items()}
 
     @classmethod
     def from_record(cls, record: dict[str, Any], version: int) -> Wait:

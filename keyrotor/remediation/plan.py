@@ -22,6 +22,10 @@ from keyrotor.audit.cis import Rule
 from keyrotor.audit.findings import Finding
 from keyrotor.core.model import AccessKey, LastUsed
 
+# Two active keys both used within this window are both in recent use: nobody can tell which one the applications
+# need, so the user needs a person. A day covers AWS's last-used lag (up to 4 hours) with margin.
+RECENT_USE = timedelta(days=1)
+
 
 class Action(StrEnum):
     """The remedy chosen for one user."""

@@ -14,15 +14,15 @@ from keyrotor.adapters.credential_report import AccountsAudit
 from keyrotor.audit.findings import AuditResult
 from keyrotor.audit.settings import AuditSettings
 from keyrotor.core.model import Phase
-from keyrotor.remediation.plan import Action, UserFacts, UserPlan, plan_user, rules_by_user
+from keyrotor.remediation.plan import RECENT_USE, Action, UserFacts, UserPlan, plan_user, rules_by_user
 
 
 def plan_fleet(
     connections: Connections,
     result: AuditResult,
     settings: AuditSettings,
-    recent: timedelta,
     concurrency: int = 8,
+    recent: timedelta = RECENT_USE,
 ) -> list[UserPlan]:
     """A plan per flagged user, from live facts read only for those users (never one call per account user)."""
     flagged = rules_by_user(result.findings)
@@ -65,12 +65,12 @@ def plan_accounts(
     connections: Connections,
     audited: AccountsAudit,
     settings: AuditSettings,
-    recent: timedelta,
     concurrency: int = 8,
+    recent: timedelta = RECENT_USE,
 ) -> list[UserPlan]:
     """A plan per flagged user of every audited account, from live facts read in that account."""
     plans: list[UserPlan] = []
     for account, result in sorted(audited.results.items()):
         inside = connections.for_account(account, "remediate")
-        plans += [plan.in_account(account) for plan in plan_fleet(inside, result, settings, recent, concurrency)]
+        plans += [plan.in_account(account) for plan in plan_fleet(inside, result, settings, concurrency, recent)]
     return plans

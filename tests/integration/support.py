@@ -1,5 +1,6 @@
 """What several integration tests share: waiting for a condition, a user's active keys, the check that a rotation
-ended well, a fleet of users, a runner process and a rotation started on it."""
+ended well, a fleet of users, a runner process and a rotation started on it, and a rotation scheduled as the UI's
+"Run" does, with its run's state and processes."""
 
 from __future__ import annotations
 
@@ -8,24 +9,36 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 from uuid import UUID
 
 import boto3
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import DeploymentStatus
+from prefect.client.schemas.objects import DeploymentStatus, State
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from keyrotor.adapters.connections import Connections
+from keyrotor.adapters.prefect_api import synchronous
 from keyrotor.adapters.records import RotationRecords
 from keyrotor.core.model import RotationState
 from keyrotor.deployments.table import NAMES
 from tests.conftest import OUTPUT, ROOT
 
+T = TypeVar("T")
 
-def wait_for(predicate, what: str, timeout: float = 90):  # type: ignore[no-untyped-def]
+
+def required(value: T | None, what: str = "a value") -> T:
+    """``value``, which the test expects to be there (a record, a state): fails the test when it is None."""
+    assert value is not None, f"expected {what}, found None"
+    return value
+
+
+def wait_for(predicate: Callable[[], T | Literal[False, ""] | None], what: str, timeout: float = 90) -> T:
+    """Call ``predicate`` until it returns something true, and return that (so never None, False or "")."""
     deadline = time.time() + timeout
     while not (result := predicate()):
         assert time.time() < deadline, f"timed out waiting for {what}"
@@ -33,13 +46,13 @@ def wait_for(predicate, what: str, timeout: float = 90):  # type: ignore[no-unty
     return result
 
 
-def active_keys(iam, user: str) -> list[str]:  # type: ignore[no-untyped-def]
+def active_keys(iam: Any, user: str) -> list[str]:
     return [
         k["AccessKeyId"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"] if k["Status"] == "Active"
     ]
 
 
-def assert_rotated(iam, connections, user: str, old_key_id: str) -> str:  # type: ignore[no-untyped-def]
+def assert_rotated(iam: Any, connections: Connections, user: str, old_key_id: str) -> str:
     """Exactly one key, active, the one in Vault, and it works; the old key is gone."""
     keys = all_keys(iam, user)
     credentials = connections.records(user).published_credentials()
@@ -53,7 +66,9 @@ def assert_rotated(iam, connections, user: str, old_key_id: str) -> str:  # type
     return credentials.key_id
 
 
-def make_fleet(iam, connections, stack_environ, count: int, name: str) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
+def make_fleet(
+    iam: Any, connections: Connections, stack_environ: dict[str, str], count: int, name: str
+) -> tuple[str, list[str]]:
     """Users named ``<name>-<run>-<n>``, each with one 120-day-old key last used two days ago (so the quiet period
     runs from the publish), published in Vault; returns the name prefix and the users."""
     import uuid
@@ -65,7 +80,7 @@ def make_fleet(iam, connections, stack_environ, count: int, name: str) -> tuple[
 
     prefix = f"{name}-{uuid.uuid4().hex[:6]}-"
     now = datetime.now(UTC)
-    users = []
+    users: list[str] = []
     for index in range(count):
         user = f"{prefix}{index}"
         iam.create_user(UserName=user)
@@ -112,16 +127,45 @@ def start_rotation(env: dict[str, str], user: str, **parameters: Any) -> str:
             parameters={"user_name": user, "poll_interval": "1s", "grace_period": "0s", **parameters},
             timeout=0,
         )
-    return str(run.id)
+    return str(synchronous(run).id)
 
 
-def state_of(env: dict[str, str], run_id: str):  # type: ignore[no-untyped-def]
+def state_of(env: dict[str, str], run_id: str) -> State:
+    """The current state of a flow run on the server at ``env``'s PREFECT_API_URL."""
+    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
+        return run_state(run_id)
 
-    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
-        return client.read_flow_run(UUID(run_id)).state
+
+def schedule_rotation(user: str, **parameters: object) -> str:
+    """What "Run" on the deployment does in the UI: a flow run of rotate-access-key, a moment from now."""
+    run = run_deployment(
+        "rotate-access-key/rotate-access-key",
+        parameters={"user_name": user, "poll_interval": "1s", "grace_period": "0s", **parameters},
+        scheduled_time=datetime.now(UTC) + timedelta(seconds=1),
+        timeout=0,
+    )
+    return str(synchronous(run).id)
 
 
-def all_keys(iam, user: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def run_state(run_id: str) -> State:
+    """The current state of a flow run on this process's Prefect server (every flow run has one)."""
+    with get_client(sync_client=True) as client:
+        return required(client.read_flow_run(UUID(run_id)).state, f"a state of flow run {run_id}")
+
+
+def processes_of(run_id: str) -> list[int]:
+    """Live processes carrying this flow run (Prefect passes the run id to the process it starts)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and f"PREFECT__FLOW_RUN_ID={run_id}".encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def all_keys(iam: Any, user: str) -> dict[str, str]:
     return {k["AccessKeyId"]: k["Status"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]}
 
 

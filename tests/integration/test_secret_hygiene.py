@@ -8,17 +8,22 @@ import contextlib
 import json
 import pickle
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 
+from keyrotor.adapters.connections import Connections
 from keyrotor.stack import postgres
+from keyrotor.stack.services import LocalStack
 from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.conftest import CLIENT_HOME, OUTPUT
 from tests.helpers import keyrotor_cli
+from tests.integration.support import required
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +46,7 @@ def files_containing(roots: list[Path], secrets: list[str]) -> list[str]:
     return found
 
 
-def secrets_ever_published(connections) -> list[str]:  # type: ignore[no-untyped-def]
+def secrets_ever_published(connections: Connections) -> list[str]:
     """Every secret access key this session published to Vault (every version of every user's secret path)."""
     folder = connections.settings.vault_path.format(account_id=connections.account_id, user_name="").rstrip("/")
     found = []
@@ -62,17 +67,23 @@ def test_the_scanner_finds_a_secret_in_a_base64_pickle(tmp_path: Path) -> None:
 
 
 def test_no_secret_reaches_prefect_storage_logs_or_output(
-    iam, connections, user_factory, stack, stack_environ, prefect_api, tmp_path
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack: LocalStack,
+    stack_environ: dict[str, str],
+    prefect_api: str,
+    tmp_path: Path,
 ) -> None:
     user = user_factory("hygiene")
     records = connections.records(user)
-    old_secret = records.published_credentials().secret.get_secret_value()
+    old_secret = required(records.published_credentials()).secret.get_secret_value()
     app = SimulatedApp(user, records, refresh=0.5)
     app.start()
     result = keyrotor_cli(stack_environ, "rotate", user, "--local", "--json")
     app.stop()
     assert result.returncode == 0, result.stderr
-    new = records.published_credentials()
+    new = required(records.published_credentials())
     secrets = [old_secret, new.secret.get_secret_value()]
     assert len(secrets[1]) == 40
 

@@ -14,20 +14,34 @@ import contextlib
 import contextvars
 import json
 import re
+import subprocess
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
 
+from keyrotor.adapters.connections import Connections
 from keyrotor.adapters.prefect_api import WAITING
 from keyrotor.core.model import Phase
 from keyrotor.deployments.table import NAMES
 from tests.conftest import OUTPUT
 from tests.helpers import keyrotor_cli
-from tests.integration.support import active_keys, assert_rotated, processes_of, run_state, schedule_rotation, wait_for
+from tests.integration.support import (
+    active_keys,
+    assert_rotated,
+    processes_of,
+    required,
+    run_state,
+    schedule_rotation,
+    wait_for,
+)
+
+if TYPE_CHECKING:  # playwright is a test extra, imported where it is used (browser_installed says when it is missing)
+    from playwright.sync_api import Page
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +79,7 @@ def browser_installed() -> None:
 
 
 @pytest.fixture
-def ui_page(browser_installed: None, stack_environ: dict[str, str], tmp_path: Path) -> Iterator[tuple[object, str]]:
+def ui_page(browser_installed: None, stack_environ: dict[str, str], tmp_path: Path) -> Iterator[tuple[Page, str]]:
     """A fresh headless Chromium (own empty profile) pointed at the stack's Prefect UI; yields (page, base URL)."""
     from playwright.sync_api import sync_playwright
 
@@ -109,14 +123,20 @@ def ui_page(browser_installed: None, stack_environ: dict[str, str], tmp_path: Pa
     assert not stray, f"the UI called another server's API: {stray[:5]}"
 
 
-def screenshot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
+def screenshot(page: Page, name: str) -> Path:
     path = OUTPUT / name
     page.screenshot(path=str(path), full_page=True)
     return path
 
 
-def test_deployments_visible_and_paused_rotation_resumed_by_click(  # type: ignore[no-untyped-def]
-    browser_installed, ui_page, served, iam, connections, user_factory, stack_environ
+def test_deployments_visible_and_paused_rotation_resumed_by_click(
+    browser_installed: None,
+    ui_page: tuple[Page, str],
+    served: subprocess.Popen[str],
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack_environ: dict[str, str],
 ) -> None:
     from playwright.sync_api import expect
 
@@ -156,7 +176,7 @@ def test_deployments_visible_and_paused_rotation_resumed_by_click(  # type: igno
         screenshot(page, "ui-waiting.png")
         paused = keyrotor_cli(stack_environ, "pause", user)
         assert paused.returncode == 0, paused.stderr
-        assert records.load_state().paused_run_id == run_id and run_state(run_id).name == "Suspended"
+        assert required(records.load_state()).paused_run_id == run_id and run_state(run_id).name == "Suspended"
 
         # (c) Its flow run page shows it Suspended; click "Resume" and confirm in the modal.
         page.goto(f"{base}runs/flow-run/{run_id}")
@@ -168,7 +188,9 @@ def test_deployments_visible_and_paused_rotation_resumed_by_click(  # type: igno
         dialog.get_by_role("button", name=re.compile(r"^\s*(Submit|Resume|Confirm)\s*$")).click()
         expect(dialog).to_be_hidden()
         wait_for(
-            lambda: records.load_state().paused_run_id is None, "the resumed run to take the pause off", timeout=60
+            lambda: required(records.load_state()).paused_run_id is None,
+            "the resumed run to take the pause off",
+            timeout=60,
         )
         expect(page.get_by_text("Suspended", exact=True)).to_have_count(0, timeout=UI_TIMEOUT_MS)
         screenshot(page, "ui-resumed.png")
@@ -194,5 +216,5 @@ def test_deployments_visible_and_paused_rotation_resumed_by_click(  # type: igno
         raise
 
     assert_rotated(iam, connections, user, old)
-    state = records.load_state()
+    state = required(records.load_state())
     assert state.phase is Phase.COMPLETED and state.paused_run_id is None, state

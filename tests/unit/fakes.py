@@ -1,8 +1,10 @@
-"""In-memory stand-ins for IAM and Vault KV v2, for the fast unit layer."""
+"""In-memory stand-ins for IAM and Vault KV v2, for the fast unit layer: :class:`FakeIam` is an
+:class:`~keyrotor.adapters.iam.IamGateway`, :class:`FakeKV` a :class:`~keyrotor.adapters.vault.KVStore`."""
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -80,7 +82,7 @@ class FakeKV:
         self.paths: dict[str, list[dict[str, Any] | None]] = {}
         self.lost_answers = 0  # the next writes land, but their answers are lost and the retry meets them
 
-    def check(self) -> None:
+    def check(self, retry_for: timedelta | None = None) -> None:
         return None
 
     def read(self, path: str, version: int | None = None) -> KVRecord | None:
@@ -124,7 +126,7 @@ class FakeClock:
 
     def __init__(self) -> None:
         self.now = datetime(2026, 1, 1, tzinfo=UTC)
-        self.on_sleep: list[Any] = []
+        self.on_sleep: list[Callable[[], None]] = []
 
     def __call__(self) -> datetime:
         return self.now

@@ -17,6 +17,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("keyrotor.core", 0),
     ("keyrotor.settings", 0),
     ("keyrotor.failpoints", 0),
+    ("keyrotor.deployments.table", 0),  # pure data: names, schedules, entrypoints as strings
     ("keyrotor.audit", 0),
     ("keyrotor.remediation", 0),
     ("keyrotor.adapters", 1),

@@ -10,7 +10,7 @@ evaluates the documents themselves.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -110,7 +110,7 @@ def test_audit_and_remediate_work_with_the_two_policies(enforcing: dict[str, Any
     ],
     ids=["CreateUser", "AttachUserPolicy", "ListRoles"],
 )
-def test_anything_else_is_refused(enforcing: dict[str, Any], service: str, call: Any) -> None:
+def test_anything_else_is_refused(enforcing: dict[str, Any], service: str, call: Callable[[Any], Any]) -> None:
     env = enforcing["env"]
     client = boto3.client(
         service,
@@ -228,7 +228,11 @@ def test_outside_the_organization_policies_calls_are_refused(enforcing_organizat
         aws_secret_access_key=creds["SecretAccessKey"],
         aws_session_token=creds["SessionToken"],
     )
-    for call in (lambda: inside.create_user(UserName="intruder"), lambda: inside.list_roles()):
+    calls: tuple[Callable[[], Any], ...] = (
+        lambda: inside.create_user(UserName="intruder"),
+        lambda: inside.list_roles(),
+    )
+    for call in calls:
         with pytest.raises(ClientError) as refused:
             call()
         assert refused.value.response["Error"]["Code"] == "AccessDenied"

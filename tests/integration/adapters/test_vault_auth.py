@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from keyrotor.adapters.connections import Connections
 from tests.conftest import OUTPUT, ROOT
 from tests.helpers import keyrotor_cli
 from tests.integration.support import Runner, active_keys, assert_rotated, start_rotation, state_of, wait_for
@@ -95,7 +97,9 @@ def logins(stack_environ: dict[str, str]) -> dict[str, dict[str, str]]:
 
 
 @pytest.mark.parametrize("method", ["approle", "jwt"])
-def test_a_rotation_with_each_login_method(method: str, logins, iam, connections, user_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_rotation_with_each_login_method(
+    method: str, logins: dict[str, dict[str, str]], iam: Any, connections: Connections, user_factory: Callable[..., str]
+) -> None:
     user = user_factory(f"login-{method}")
     old = active_keys(iam, user)[0]
     result = keyrotor_cli(logins[method], "rotate", user, "--local", "--quiet-period", "4s", "--poll-interval", "1s")
@@ -104,9 +108,10 @@ def test_a_rotation_with_each_login_method(method: str, logins, iam, connections
 
 
 @pytest.mark.parametrize("method", ["approle", "jwt"])
-def test_a_login_outlives_its_token(method: str, logins, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_login_outlives_its_token(
+    method: str, logins: dict[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Tokens live 3 s (at most 6 s with renewals): keyrotor reads Vault for 12 s, renewing, then logging in again."""
-    from keyrotor.adapters.connections import Connections
     from keyrotor.settings import Settings
 
     for name, value in logins[method].items():
@@ -124,7 +129,9 @@ def test_a_login_outlives_its_token(method: str, logins, monkeypatch) -> None:  
     assert len(tokens) >= 2, "the login was done again once its token could no longer be renewed"
 
 
-def test_a_missing_login_file_is_a_clear_vault_error(logins, iam, user_factory) -> None:  # type: ignore[no-untyped-def]
+def test_a_missing_login_file_is_a_clear_vault_error(
+    logins: dict[str, dict[str, str]], iam: Any, user_factory: Callable[..., str]
+) -> None:
     user = user_factory("login-missing")
     env = logins["jwt"] | {"KEYROTOR_VAULT_JWT_FILE": str(Path(OUTPUT) / "no-such.jwt")}
     result = keyrotor_cli(env, "rotate", user, "--local")
@@ -132,8 +139,12 @@ def test_a_missing_login_file_is_a_clear_vault_error(logins, iam, user_factory) 
     assert "cannot log in to Vault" in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
 
 
-def test_a_waiting_rotation_is_woken_after_the_waker_s_token_expired(  # type: ignore[no-untyped-def]
-    logins, own_server, iam, connections, user_factory
+def test_a_waiting_rotation_is_woken_after_the_waker_s_token_expired(
+    logins: dict[str, dict[str, str]],
+    own_server: dict[str, str],
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
 ) -> None:
     """The waker and the runs of a `keyrotor serve` that logs in with AppRole (3 s tokens): the rotation waits
     15 s, the waker's token expires several times between its looks, and the rotation is still woken."""

@@ -4,8 +4,10 @@ accounts, and rotate a member account's user from the Prefect UI's deployment wi
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -14,8 +16,11 @@ from botocore.exceptions import ClientError
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 
+from keyrotor.adapters.connections import Connections
+from keyrotor.adapters.prefect_api import synchronous
 from keyrotor.stack.seed import SeedKey, SeedUser, refuse_assume_role, seed_users
 from tests.helpers import keyrotor_cli
+from tests.integration.support import required
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +80,9 @@ def organization(stack_environ: dict[str, str]) -> dict[str, Any]:
     return {"accounts": accounts, "user": user, "management": "123456789012"}
 
 
-def test_an_organization_audit_reports_each_account_and_the_one_that_refused(organization, stack_environ) -> None:
+def test_an_organization_audit_reports_each_account_and_the_one_that_refused(
+    organization: dict[str, Any], stack_environ: dict[str, str]
+) -> None:
     team_a, team_b, locked = organization["accounts"]
     user = organization["user"]
     result = keyrotor_cli(stack_environ, "audit", "--organization", "--json", "--user", f"{user}*")
@@ -100,7 +107,7 @@ def test_an_organization_audit_reports_each_account_and_the_one_that_refused(org
 
 
 def test_a_member_account_session_reuses_the_parsed_botocore_data_and_acts_in_that_account(
-    organization, stack_environ, monkeypatch
+    organization: dict[str, Any], stack_environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each account's session shares the caller's loader: parsing botocore's data files again per account was most
     of an organization audit's time (bench/audit_organization.py: 2.35x a single account before, 1.31x after)."""
@@ -120,14 +127,14 @@ def test_a_member_account_session_reuses_the_parsed_botocore_data_and_acts_in_th
     assert sts.get_caller_identity()["Account"] == team_a
 
 
-def test_bad_account_ids_are_bad_input(stack_environ) -> None:
+def test_bad_account_ids_are_bad_input(stack_environ: dict[str, str]) -> None:
     for args in (("audit", "--account", "12345"), ("rotate", "alice", "--account", "not-an-account", "--local")):
         result = keyrotor_cli(stack_environ, *args)
         assert result.returncode == 2 and "is not an AWS account id" in result.stderr, (args, result.stderr)
 
 
 def test_a_remediation_across_two_member_accounts_rotates_each_in_its_own_vault_paths(
-    organization, stack_environ, connections, tmp_path
+    organization: dict[str, Any], stack_environ: dict[str, str], connections: Connections, tmp_path: Path
 ) -> None:
     team_a, team_b, _ = organization["accounts"]
     user = organization["user"]
@@ -161,35 +168,41 @@ def test_a_remediation_across_two_member_accounts_rotates_each_in_its_own_vault_
         assert records.paths.secret == f"aws/{account}/{user}" and records.paths.state.startswith(
             f"keyrotor/{account}/"
         )
-        state = records.load_state()
+        state = required(records.load_state())
         assert state.account_id == account and state.phase.value == "completed"
         iam = member_session(stack_environ, account).client("iam", endpoint_url=stack_environ["AWS_ENDPOINT_URL"])
         keys = [k["AccessKeyId"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]]
-        assert keys == [records.published().key_id] == [state.new_key_id]
+        assert keys == [required(records.published()).key_id] == [state.new_key_id]
 
 
 def test_a_member_account_rotation_from_the_deployment_with_the_account_as_a_parameter(
-    organization, stack_environ, connections, served, prefect_api
+    organization: dict[str, Any],
+    stack_environ: dict[str, str],
+    connections: Connections,
+    served: subprocess.Popen[str],
+    prefect_api: str,
 ) -> None:
     team_a = organization["accounts"][0]
     user = f"{organization['user']}-ui"
-    run = run_deployment(
-        "rotate-access-key/rotate-access-key",
-        parameters={
-            "user_name": user,
-            "account_id": team_a,
-            "quiet_period": "2s",
-            "poll_interval": "1s",
-            "grace_period": "0s",
-        },
-        timeout=180,
-        poll_interval=1,
+    run = synchronous(
+        run_deployment(
+            "rotate-access-key/rotate-access-key",
+            parameters={
+                "user_name": user,
+                "account_id": team_a,
+                "quiet_period": "2s",
+                "poll_interval": "1s",
+                "grace_period": "0s",
+            },
+            timeout=180,
+            poll_interval=1,
+        )
     )
     assert run.state is not None and run.state.is_completed(), run.state
     with get_client(sync_client=True) as client:
         finished = client.read_flow_run(run.id)
     assert finished.name == f"rotate {user} in {team_a}"
     assert f"account:{team_a}" in finished.tags and f"user:{user}" in finished.tags
-    state = connections.records(user, team_a).load_state()
+    state = required(connections.records(user, team_a).load_state())
     assert state.phase.value == "completed" and state.account_id == team_a
-    assert connections.records(user, team_a).published().key_id == state.new_key_id
+    assert required(connections.records(user, team_a).published()).key_id == state.new_key_id

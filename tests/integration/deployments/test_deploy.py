@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from keyrotor.adapters.connections import Connections
+from keyrotor.adapters.prefect_api import synchronous
 from keyrotor.deployments.table import NAMES, REMEDIATE, SWEEP
 from keyrotor.stack.services import LocalStack, StackPorts
 from tests.conftest import OUTPUT, ROOT
@@ -21,8 +27,24 @@ pytestmark = pytest.mark.integration
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 
+def interval_of(schedule: object) -> tuple[timedelta, datetime]:
+    """An interval schedule's interval and anchor (a schedule of another kind fails the test)."""
+    assert isinstance(schedule, IntervalSchedule), schedule
+    return schedule.interval, schedule.anchor_date
+
+
+def cron_of(schedule: object) -> str:
+    """A cron schedule's expression (a schedule of another kind fails the test)."""
+    assert isinstance(schedule, CronSchedule), schedule
+    return schedule.cron
+
+
 def test_prefect_deploy_all_runs_a_rotation_on_a_process_worker(
-    iam, connections, user_factory, stack_environ, monkeypatch
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack_environ: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The worker runs the rotation, which parks while its old key is unused for the quiet period, and the
     scheduled wake-rotations runs (every minute) wake it: nothing of `keyrotor serve` is involved."""
@@ -42,16 +64,23 @@ def test_prefect_deploy_all_runs_a_rotation_on_a_process_worker(
                     deployments = {d.name: d for d in client.read_deployments()}
                 assert set(deployments) == set(NAMES)
                 assert all(d.work_pool_name == "keyrotor" for d in deployments.values())
-                sweep = [s.schedule for s in deployments[SWEEP.name].schedules]
-                assert [(s.interval, s.anchor_date) for s in sweep] == [(SWEEP.interval, SWEEP.anchor)]  # type: ignore[union-attr]
-                assert [s.schedule.cron for s in deployments[REMEDIATE.name].schedules] == [REMEDIATE.cron]  # type: ignore[union-attr]
+                sweep = [interval_of(s.schedule) for s in deployments[SWEEP.name].schedules]
+                assert sweep == [(SWEEP.interval, SWEEP.anchor)]
+                assert [cron_of(s.schedule) for s in deployments[REMEDIATE.name].schedules] == [REMEDIATE.cron]
 
                 user = user_factory("deployed")
                 old = active_keys(iam, user)[0]
-                run = run_deployment(
-                    "rotate-access-key/rotate-access-key",
-                    parameters={"user_name": user, "quiet_period": "2s", "poll_interval": "0.5s", "grace_period": "0s"},
-                    timeout=240,
+                run = synchronous(
+                    run_deployment(
+                        "rotate-access-key/rotate-access-key",
+                        parameters={
+                            "user_name": user,
+                            "quiet_period": "2s",
+                            "poll_interval": "0.5s",
+                            "grace_period": "0s",
+                        },
+                        timeout=240,
+                    )
                 )
             assert run.state is not None and run.state.is_completed(), (
                 run.state,

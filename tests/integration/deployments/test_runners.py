@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from keyrotor.adapters.connections import Connections
 from keyrotor.adapters.prefect_api import WAITING, suspend_run
 from keyrotor.core.model import Phase
+from keyrotor.stack.faults import FaultProxy
 from keyrotor.stack.services import LocalStack, StackPorts, read_stack
 from tests.conftest import OUTPUT
 from tests.helpers import keyrotor_cli
@@ -22,6 +25,7 @@ from tests.integration.support import (
     active_keys,
     assert_rotated,
     make_fleet,
+    required,
     start_rotation,
     state_history,
     state_of,
@@ -46,7 +50,7 @@ def restart_prefect(down_for: float = 0) -> None:
 
 
 def test_a_waiting_rotation_survives_its_runner_and_its_prefect_server_restarting(
-    iam, connections, user_factory, own_server
+    iam: Any, connections: Connections, user_factory: Callable[..., str], own_server: dict[str, str]
 ) -> None:
     user = user_factory("restart")
     old = active_keys(iam, user)[0]
@@ -68,7 +72,11 @@ def test_a_waiting_rotation_survives_its_runner_and_its_prefect_server_restartin
 
 
 def test_a_ui_pause_whose_timeout_passed_can_still_be_resumed(
-    iam, connections, user_factory, stack_environ, own_server
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack_environ: dict[str, str],
+    own_server: dict[str, str],
 ) -> None:
     """The UI's Pause sets Suspended with a timeout (300 s by default) and Prefect fails the run when it passes:
     here it passes after 3 s, and the operator who comes back later still resumes the rotation to its end."""
@@ -81,7 +89,7 @@ def test_a_ui_pause_whose_timeout_passed_can_still_be_resumed(
         wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.VERIFIED, "the busy run")
         with temporary_settings(updates={PREFECT_API_URL: own_server["PREFECT_API_URL"]}):
             suspend_run(run_id, timedelta(seconds=3))  # what the UI's Pause sends, with a short timeout
-        wait_for(lambda: records.load_state().paused_run_id == run_id, "the pause to be recorded", timeout=60)
+        wait_for(lambda: required(records.load_state()).paused_run_id == run_id, "the pause to be recorded", timeout=60)
         time.sleep(15)  # the timeout passes, and Prefect's pause-expiration service runs (every 5 s)
         state = state_of(own_server, run_id)
         assert state.is_paused() and state.state_details.pause_timeout is None, state
@@ -94,7 +102,9 @@ def test_a_ui_pause_whose_timeout_passed_can_still_be_resumed(
     assert_rotated(iam, connections, user, old)
 
 
-def test_two_runners_share_a_fleet_and_one_killed_loses_nothing(iam, connections, stack_environ, own_server) -> None:
+def test_two_runners_share_a_fleet_and_one_killed_loses_nothing(
+    iam: Any, connections: Connections, stack_environ: dict[str, str], own_server: dict[str, str]
+) -> None:
     prefix, users = make_fleet(iam, connections, stack_environ, 6, "runners")
     survivor = Runner(own_server, "runner-survivor", limit="2")
     doomed = Runner(own_server, "runner-doomed", limit="2")
@@ -127,7 +137,7 @@ def test_two_runners_share_a_fleet_and_one_killed_loses_nothing(iam, connections
 OUTAGE = 120.0  # seconds: IAM/STS, Vault and the Prefect server all down at once
 
 
-def outage_env(own_server: dict[str, str], iam_proxy: Any, vault_proxy: Any) -> dict[str, str]:
+def outage_env(own_server: dict[str, str], iam_proxy: FaultProxy, vault_proxy: FaultProxy) -> dict[str, str]:
     """keyrotor behind the proxies, patient for a little longer than the outage (the shipped defaults: 5 min)."""
     return {
         **own_server,
@@ -140,7 +150,7 @@ def outage_env(own_server: dict[str, str], iam_proxy: Any, vault_proxy: Any) -> 
     }
 
 
-def everything_down(iam_proxy: Any, vault_proxy: Any) -> None:
+def everything_down(iam_proxy: FaultProxy, vault_proxy: FaultProxy) -> None:
     """IAM/STS and Vault refuse keyrotor for OUTAGE seconds, and the Prefect server is stopped for as long."""
     iam_proxy.down(OUTAGE)
     vault_proxy.down(OUTAGE)
@@ -149,9 +159,13 @@ def everything_down(iam_proxy: Any, vault_proxy: Any) -> None:
 
 @pytest.mark.parametrize("when", ["during-the-wait", "during-a-step"])
 def test_iam_vault_and_prefect_down_for_two_minutes_and_the_rotation_finishes_without_a_rerun(
-    when, iam, connections, user_factory, stack_environ, own_server
+    when: str,
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack_environ: dict[str, str],
+    own_server: dict[str, str],
 ) -> None:
-    from keyrotor.stack.faults import FaultProxy
     from keyrotor.stack.simulated_apps import SimulatedApp
 
     user = user_factory("outage")

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from keyrotor.adapters.connections import Connections
 from keyrotor.core.model import Phase
 from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.helpers import keyrotor_cli, keyrotor_popen
-from tests.integration.support import active_keys, assert_rotated
+from tests.integration.support import active_keys, assert_rotated, required
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +42,9 @@ def run_until_killed(env: dict[str, str], user: str, failpoint: str) -> None:
 
 
 @pytest.mark.parametrize("failpoint", FAILPOINTS)
-def test_killed_after_each_step_then_run_again(iam, connections, user_factory, stack_environ, failpoint: str) -> None:
+def test_killed_after_each_step_then_run_again(
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str], failpoint: str
+) -> None:
     user = user_factory("crash")
     old = active_keys(iam, user)[0]
     app = SimulatedApp(user, connections.records(user), refresh=0.5)
@@ -58,7 +63,9 @@ def test_killed_after_each_step_then_run_again(iam, connections, user_factory, s
     assert connections.records(user).stashed() is None, "the unpublished copy of the secret must not linger"
 
 
-def test_killed_in_the_middle_of_the_wait_then_run_again(iam, connections, user_factory, stack_environ) -> None:
+def test_killed_in_the_middle_of_the_wait_then_run_again(
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
+) -> None:
     user = user_factory("midwait")
     old = active_keys(iam, user)[0]
     records = connections.records(user)
@@ -73,7 +80,7 @@ def test_killed_in_the_middle_of_the_wait_then_run_again(iam, connections, user_
         time.sleep(1.5)
         running.send_signal(signal.SIGKILL)
         running.communicate(timeout=30)
-        assert records.load_state().phase is Phase.PUBLISHED, "the kill should land during the wait"
+        assert required(records.load_state()).phase is Phase.PUBLISHED, "the kill should land during the wait"
         resumed = keyrotor_cli(stack_environ, "rotate", user, "--local")
     finally:
         stats = app.stop()

@@ -4,15 +4,17 @@ while applications read Vault and call AWS directly."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
+from keyrotor.adapters.connections import Connections
 from keyrotor.core.model import Phase
 from keyrotor.stack.faults import FAULTS, FaultPlan, FaultProxy
 from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.helpers import keyrotor_popen
-from tests.integration.support import active_keys, assert_rotated
+from tests.integration.support import active_keys, assert_rotated, required
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +43,11 @@ def through(proxies: tuple[FaultProxy, FaultProxy], env: dict[str, str]) -> dict
 
 
 def test_rotations_converge_on_their_first_run_at_30_percent_faults_of_every_kind(
-    iam, connections, user_factory, stack_environ, proxies
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack_environ: dict[str, str],
+    proxies: tuple[FaultProxy, FaultProxy],
 ) -> None:
     for proxy in proxies:
         proxy.plan.rate = 0.3
@@ -63,7 +69,7 @@ def test_rotations_converge_on_their_first_run_at_30_percent_faults_of_every_kin
     for user in users:  # one key, active, in Vault, working; no key whose secret nobody holds; nothing stashed
         assert_rotated(iam, connections, user, old[user])
         assert connections.records(user).stashed() is None
-        assert connections.records(user).load_state().phase is Phase.COMPLETED
+        assert required(connections.records(user).load_state()).phase is Phase.COMPLETED
         assert stats[user].errors == [], stats[user].errors[:3]
     counts = proxies[0].plan.counts + proxies[1].plan.counts
     assert all(counts[fault] > 0 for fault in FAULTS), counts  # every kind of fault happened

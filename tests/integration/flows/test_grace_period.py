@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
 
+from keyrotor.adapters.connections import Connections
+from keyrotor.adapters.prefect_api import synchronous
 from keyrotor.core.model import Phase
 from tests.helpers import keyrotor_cli
-from tests.integration.support import active_keys, all_keys, assert_rotated
+from tests.integration.support import active_keys, all_keys, assert_rotated, required
 
 pytestmark = pytest.mark.integration
 
 
 def test_old_key_is_deleted_by_a_scheduled_run_after_the_grace_period(
-    iam, connections, user_factory, stack_environ, served
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack_environ: dict[str, str],
+    served: subprocess.Popen[str],
 ) -> None:
     user = user_factory("grace")
     old = active_keys(iam, user)[0]
@@ -30,8 +39,10 @@ def test_old_key_is_deleted_by_a_scheduled_run_after_the_grace_period(
 
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(UUID(report["deletion_run_id"]))
+    assert run.state is not None
     assert run.state.is_scheduled() or run.state.is_pending()  # the runner may have prefetched it already
-    assert abs((run.expected_start_time - datetime.fromisoformat(report["delete_after"])).total_seconds()) < 1
+    expected_start = required(run.expected_start_time, "the deletion run's expected start time")
+    assert abs((datetime.fromisoformat(report["delete_after"]) - expected_start).total_seconds()) < 1
     assert run.parameters == {"user_name": user, "account_id": connections.account_id}
 
     early = keyrotor_cli(stack_environ, "finish", user)
@@ -43,15 +54,18 @@ def test_old_key_is_deleted_by_a_scheduled_run_after_the_grace_period(
         assert time.time() < deadline, "the scheduled deletion never ran"
         time.sleep(1)
     assert_rotated(iam, connections, user, old)
-    state = connections.records(user).load_state()
+    state = required(connections.records(user).load_state())
     deadline = time.time() + 30
     while state.phase is not Phase.COMPLETED and time.time() < deadline:
         time.sleep(0.5)
-        state = connections.records(user).load_state()
-    assert state.phase is Phase.COMPLETED and state.completed_at >= state.delete_after
+        state = required(connections.records(user).load_state())
+    assert state.phase is Phase.COMPLETED and state.completed_at is not None and state.delete_after is not None
+    assert state.completed_at >= state.delete_after
 
 
-def test_finish_deletes_when_due_without_a_served_deployment(iam, connections, user_factory, stack_environ) -> None:
+def test_finish_deletes_when_due_without_a_served_deployment(
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
+) -> None:
     user = user_factory("finish")
     old = active_keys(iam, user)[0]
     env = {**stack_environ, "KEYROTOR_DELETE_DEPLOYMENT": "no-such/deployment"}
@@ -66,7 +80,11 @@ def test_finish_deletes_when_due_without_a_served_deployment(iam, connections, u
 
 
 def test_the_sweep_finishes_a_due_deletion_whose_scheduled_run_was_lost(
-    iam, connections, user_factory, stack_environ, local_env
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack_environ: dict[str, str],
+    local_env: dict[str, str],
 ) -> None:
     from keyrotor.flows.finish_due import finish_due_deletions
 
@@ -83,7 +101,12 @@ def test_the_sweep_finishes_a_due_deletion_whose_scheduled_run_was_lost(
 
 
 def test_a_deletion_run_that_starts_a_little_early_waits_instead_of_failing(
-    iam, connections, user_factory, stack_environ, served, prefect_api
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack_environ: dict[str, str],
+    served: subprocess.Popen[str],
+    prefect_api: str,
 ) -> None:
     from prefect.deployments import run_deployment
 
@@ -92,15 +115,18 @@ def test_a_deletion_run_that_starts_a_little_early_waits_instead_of_failing(
     result = keyrotor_cli(stack_environ, "rotate", user, "--local", "--grace-period", "20s", "--json")
     assert result.returncode == 0, result.stderr
     delete_after = datetime.fromisoformat(json.loads(result.stdout)["delete_after"])
-    early = run_deployment(
-        "delete-old-key/delete-old-key",
-        parameters={"user_name": user},
-        scheduled_time=delete_after - timedelta(seconds=3),  # a runner starts it up to its prefetch (10 s) earlier
-        timeout=120,
-        poll_interval=1,
+    early = synchronous(
+        run_deployment(
+            "delete-old-key/delete-old-key",
+            parameters={"user_name": user},
+            scheduled_time=delete_after - timedelta(seconds=3),  # a runner starts it up to its prefetch (10 s) earlier
+            timeout=120,
+            poll_interval=1,
+        )
     )
     assert early.state is not None and early.state.is_completed(), early.state
     assert old not in all_keys(iam, user)
-    state = connections.records(user).load_state()
-    assert state.phase is Phase.COMPLETED and state.completed_at >= state.delete_after
+    state = required(connections.records(user).load_state())
+    assert state.phase is Phase.COMPLETED and state.completed_at is not None and state.delete_after is not None
+    assert state.completed_at >= state.delete_after
     assert early.name == f"delete old key of {user}"

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -15,45 +17,34 @@ from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.flow_runs import resume_flow_run
 
+from keyrotor.adapters.connections import Connections
+from keyrotor.adapters.prefect_api import synchronous
 from keyrotor.core.model import Phase
 from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.helpers import keyrotor_cli
-from tests.integration.support import active_keys, all_keys, assert_rotated, state_history, wait_for
+from tests.integration.support import (
+    active_keys,
+    all_keys,
+    assert_rotated,
+    processes_of,
+    required,
+    run_state,
+    schedule_rotation,
+    state_history,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
 
-def processes_of(run_id: str) -> list[int]:
-    """Live processes carrying this flow run (Prefect passes the run id to the process it starts)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and f"PREFECT__FLOW_RUN_ID={run_id}".encode() in (proc / "environ").read_bytes():
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
-
-
-def run_state(run_id: str):  # type: ignore[no-untyped-def]
-    with get_client(sync_client=True) as client:
-        return client.read_flow_run(UUID(run_id)).state
-
-
-def schedule_rotation(user: str, **parameters: object) -> str:
-    """What "Run" on the deployment does in the UI: a flow run of rotate-access-key, a moment from now."""
-    run = run_deployment(
-        "rotate-access-key/rotate-access-key",
-        parameters={"user_name": user, "poll_interval": "1s", "grace_period": "0s", **parameters},
-        scheduled_time=datetime.now(UTC) + timedelta(seconds=1),
-        timeout=0,
-    )
-    return str(run.id)
-
-
 @pytest.mark.parametrize("how", ["ui-deployment-pause/cli-resume", "cli-pause/ui-resume"])
 def test_paused_during_the_wait_holds_no_process_and_resumes_to_the_end(
-    how, iam, connections, user_factory, stack_environ, served
+    how: str,
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack_environ: dict[str, str],
+    served: subprocess.Popen[str],
 ) -> None:
     """While it waits, a rotation is parked (its run Suspended as "Waiting"); the UI's own Pause is not offered
     then, so an operator pauses it with `keyrotor pause` or by running the pause-rotation deployment, and
@@ -67,8 +58,10 @@ def test_paused_during_the_wait_holds_no_process_and_resumes_to_the_end(
         run_id = schedule_rotation(user, quiet_period="8s")
         wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.PUBLISHED, "the wait")
         if how.startswith("ui"):
-            pause_run = run_deployment(
-                "pause-rotation/pause-rotation", parameters={"user_name": user}, timeout=120, poll_interval=1
+            pause_run = synchronous(
+                run_deployment(
+                    "pause-rotation/pause-rotation", parameters={"user_name": user}, timeout=120, poll_interval=1
+                )
             )
             assert pause_run.state is not None and pause_run.state.is_completed(), pause_run.state
             assert pause_run.name == f"pause {user}"
@@ -78,7 +71,7 @@ def test_paused_during_the_wait_holds_no_process_and_resumes_to_the_end(
         wait_for(lambda: (s := records.load_state()) is not None and s.paused_run_id == run_id, "the durable pause")
         assert run_state(run_id).is_paused()
         wait_for(lambda: not processes_of(run_id), "the run's process to exit", timeout=30)
-        assert not (records.read_lease().data.get("owner"))
+        assert not (required(records.read_lease()).data.get("owner"))
 
         second = keyrotor_cli(stack_environ, "rotate", user, "--local")
         assert second.returncode == 4 and "paused" in second.stderr
@@ -103,17 +96,23 @@ def test_paused_during_the_wait_holds_no_process_and_resumes_to_the_end(
 
 @pytest.mark.parametrize("approve", [True, False], ids=["approve", "reject"])
 def test_approval_gate_pauses_with_the_evidence_then_approve_or_reject(
-    approve, iam, connections, user_factory, stack_environ, served
+    approve: bool,
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack_environ: dict[str, str],
+    served: subprocess.Popen[str],
 ) -> None:
     user = user_factory("approval")
     old = active_keys(iam, user)[0]
     records = connections.records(user)
     run_id = schedule_rotation(user, quiet_period="2s", require_approval=True)
     state = wait_for(lambda: (s := records.load_state()) is not None and s.pause_reason and s, "the approval pause")
+    assert state.pause_reason is not None  # the wait above returned the record once it had a pause reason
     assert "approval" in state.pause_reason and run_state(run_id).is_paused()
     assert set(all_keys(iam, user).values()) == {"Active"} and len(all_keys(iam, user)) == 2
     wait_for(lambda: not processes_of(run_id), "the suspended run's process to exit", timeout=30)
-    keyset = run_state(run_id).state_details.run_input_keyset
+    keyset = required(run_state(run_id).state_details.run_input_keyset, "the approval's run input keyset")
     with get_client(sync_client=True) as client:
         description = client.read_flow_run_input(UUID(run_id), keyset["description"])
     assert old in description and ("never used" in description or "last used" in description)
@@ -128,24 +127,26 @@ def test_approval_gate_pauses_with_the_evidence_then_approve_or_reject(
     if approve:
         assert_rotated(iam, connections, user, old)
     else:
-        final = records.load_state()
-        assert final.phase is Phase.REJECTED and "billing still uses it" in final.error
+        final = required(records.load_state())
+        assert final.phase is Phase.REJECTED and final.error is not None and "billing still uses it" in final.error
         assert set(all_keys(iam, user).values()) == {"Active"} and len(all_keys(iam, user)) == 2
-        assert records.published().key_id == final.new_key_id
+        assert required(records.published()).key_id == final.new_key_id
 
 
-def rollback_and_check(iam, connections, stack_environ, user: str, old: str) -> dict:  # type: ignore[no-untyped-def]
+def rollback_and_check(
+    iam: Any, connections: Connections, stack_environ: dict[str, str], user: str, old: str
+) -> dict[str, Any]:
     records = connections.records(user)
-    before = records.load_state()
+    before = required(records.load_state())
     result = keyrotor_cli(stack_environ, "rollback", user, "--json")
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout)
+    report: dict[str, Any] = json.loads(result.stdout)
     assert report["phase"] == "rolled_back"
     keys = all_keys(iam, user)
     assert keys[old] == "Active"
     if before.new_key_id in keys:
         assert keys[before.new_key_id] == "Inactive"
-    credentials = records.published_credentials()
+    credentials = required(records.published_credentials())
     assert credentials.key_id == old
     versions = records.kv.current_version(records.paths.secret)
     assert records.stashed() is None
@@ -157,7 +158,9 @@ def rollback_and_check(iam, connections, stack_environ, user: str, old: str) -> 
 
 
 @pytest.mark.parametrize("failpoint", ["saved-created", "saved-verified", "saved-published"])
-def test_rollback_of_an_interrupted_rotation(iam, connections, user_factory, stack_environ, failpoint) -> None:
+def test_rollback_of_an_interrupted_rotation(
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str], failpoint: str
+) -> None:
     user = user_factory("rb-" + failpoint.split("-")[1])
     old = active_keys(iam, user)[0]
     killed = keyrotor_cli({**stack_environ, "KEYROTOR_FAILPOINT": failpoint}, "rotate", user, "--local")
@@ -170,7 +173,7 @@ def test_rollback_of_an_interrupted_rotation(iam, connections, user_factory, sta
 
 @pytest.mark.parametrize("failpoint", ["rollback-reactivated", "rollback-restored"])
 def test_an_interrupted_rollback_run_again_ends_the_same(
-    iam, connections, user_factory, stack_environ, failpoint
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str], failpoint: str
 ) -> None:
     user = user_factory("rb-killed")
     old = active_keys(iam, user)[0]
@@ -188,7 +191,9 @@ def test_an_interrupted_rollback_run_again_ends_the_same(
     assert versions == 3, "one publish and exactly one restore, even with the rollback run twice"
 
 
-def test_rollback_while_waiting_for_a_key_still_in_use(iam, connections, user_factory, stack_environ) -> None:
+def test_rollback_while_waiting_for_a_key_still_in_use(
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
+) -> None:
     user = user_factory("rb-waiting")
     old = active_keys(iam, user)[0]
     app = SimulatedApp(user, connections.records(user), refresh=10_000)  # keeps the old key busy
@@ -204,7 +209,11 @@ def test_rollback_while_waiting_for_a_key_still_in_use(iam, connections, user_fa
 
 
 def test_rollback_after_deactivation_cancels_the_scheduled_deletion(
-    iam, connections, user_factory, stack_environ, served
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack_environ: dict[str, str],
+    served: subprocess.Popen[str],
 ) -> None:
     user = user_factory("rb-deact")
     old = active_keys(iam, user)[0]
@@ -217,20 +226,28 @@ def test_rollback_after_deactivation_cancels_the_scheduled_deletion(
     assert run_state(deletion).is_cancelled()
 
 
-def test_rollback_of_a_paused_rotation(iam, connections, user_factory, stack_environ, served) -> None:
+def test_rollback_of_a_paused_rotation(
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack_environ: dict[str, str],
+    served: subprocess.Popen[str],
+) -> None:
     user = user_factory("rb-paused")
     old = active_keys(iam, user)[0]
     records = connections.records(user)
     run_id = schedule_rotation(user, quiet_period="30s")
     wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.PUBLISHED, "the wait")
     assert keyrotor_cli(stack_environ, "pause", user).returncode == 0
-    wait_for(lambda: records.load_state().paused_run_id == run_id, "the durable pause")
+    wait_for(lambda: required(records.load_state()).paused_run_id == run_id, "the durable pause")
     report = rollback_and_check(iam, connections, stack_environ, user, old)
     assert run_id in report["rollback"]["cancelled_runs"]
     assert run_state(run_id).is_cancelled()
 
 
-def test_rollback_after_the_old_key_was_deleted_is_refused(iam, connections, user_factory, stack_environ) -> None:
+def test_rollback_after_the_old_key_was_deleted_is_refused(
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
+) -> None:
     user = user_factory("rb-late")
     old = active_keys(iam, user)[0]
     assert keyrotor_cli(stack_environ, "rotate", user, "--local").returncode == 0
@@ -246,7 +263,7 @@ def test_rollback_after_the_old_key_was_deleted_is_refused(iam, connections, use
 
 
 def test_rollback_while_a_run_works_on_the_rotation_says_at_once_to_pause_it_first(
-    iam, connections, user_factory, stack_environ
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
 ) -> None:
     from tests.helpers import keyrotor_popen, stop_process
 
@@ -262,13 +279,20 @@ def test_rollback_while_a_run_works_on_the_rotation_says_at_once_to_pause_it_fir
         text = " ".join(refused.stderr.split())
         assert "pause it first" in text and f"keyrotor pause {user}" in text and "Ctrl-C" in text, text
         assert took < 20, f"answered after {took:.0f}s; the live lease says so at once"
-        assert records.load_state().phase is Phase.PUBLISHED and records.load_state().rollback_started_at is None
+        assert (
+            required(records.load_state()).phase is Phase.PUBLISHED
+            and required(records.load_state()).rollback_started_at is None
+        )
     finally:
         stop_process(running)
 
 
 def test_status_says_what_a_paused_and_a_rolled_back_rotation_do_and_the_command_that_moves_them(
-    iam, connections, user_factory, stack_environ, served
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack_environ: dict[str, str],
+    served: subprocess.Popen[str],
 ) -> None:
     user = user_factory("status")
     old = active_keys(iam, user)[0]
@@ -276,7 +300,7 @@ def test_status_says_what_a_paused_and_a_rolled_back_rotation_do_and_the_command
     run_id = schedule_rotation(user, quiet_period="60s", max_wait="120s")
     wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.PUBLISHED, "the wait")
     assert keyrotor_cli(stack_environ, "pause", user).returncode == 0
-    wait_for(lambda: records.load_state().paused_run_id == run_id, "the durable pause")
+    wait_for(lambda: required(records.load_state()).paused_run_id == run_id, "the durable pause")
     paused = json.loads(keyrotor_cli(stack_environ, "status", user, "--json").stdout)["outlook"]
     assert paused["doing"].startswith("paused since") and paused["waiting_for"] == "an operator to resume it"
     assert paused["command"] == f"keyrotor resume {user}" and paused["needs_person"]
@@ -289,7 +313,9 @@ def test_status_says_what_a_paused_and_a_rolled_back_rotation_do_and_the_command
     assert "continue from phase" not in json.dumps(rolled) and rolled["command"].startswith(f"keyrotor rotate {user}")
 
 
-def test_pause_with_the_prefect_server_down_names_it_and_exits_9(connections, user_factory, stack_environ) -> None:
+def test_pause_with_the_prefect_server_down_names_it_and_exits_9(
+    connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
+) -> None:
     from keyrotor.core.model import RotationState
 
     user = user_factory("nopref")
@@ -314,7 +340,7 @@ def test_pause_with_the_prefect_server_down_names_it_and_exits_9(connections, us
 
 
 def test_rollback_of_a_first_rotation_keeps_every_reader_of_vault_working(
-    iam, connections, user_factory, stack_environ
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
 ) -> None:
     """Vault held no secret before the user's first rotation: rolling back cannot restore one, so the new key that
     Vault names stays active (and the old key is active again); no application reading Vault breaks."""
@@ -335,7 +361,7 @@ def test_rollback_of_a_first_rotation_keeps_every_reader_of_vault_working(
     report = json.loads(rolled.stdout)
     assert report["phase"] == "rolled_back" and report["rollback"]["new_key_kept"] is True
     assert all_keys(iam, user) == {old: "Active", new: "Active"}
-    assert records.published().key_id == new
+    assert required(records.published()).key_id == new
     assert stats.calls > 5 and stats.errors == [], stats.errors[:3]
     outlook = json.loads(keyrotor_cli(stack_environ, "status", user, "--json").stdout)["outlook"]
     assert "still names the new key" in outlook["doing"] and outlook["needs_person"]

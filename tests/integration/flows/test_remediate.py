@@ -5,21 +5,26 @@ from __future__ import annotations
 import json
 import urllib.request
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import boto3
 import pytest
 
+from keyrotor.adapters.connections import Connections
 from keyrotor.core.model import Phase, RotationState
 from keyrotor.stack.seed import backdate_key
 from tests.helpers import keyrotor_cli
-from tests.integration.support import all_keys
+from tests.integration.support import all_keys, required
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def fleet(iam, connections, user_factory, stack_environ):  # type: ignore[no-untyped-def]
+def fleet(
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
+) -> tuple[str, dict[str, str], dict[str, list[str]]]:
     """One user per case, all named ``rem-<run>-<case>``; returns the names and the key ids by case."""
     run = uuid.uuid4().hex[:6]
     endpoint = stack_environ["AWS_ENDPOINT_URL"]
@@ -68,7 +73,7 @@ def fleet(iam, connections, user_factory, stack_environ):  # type: ignore[no-unt
     return run, users, keys
 
 
-def snapshot(connections, users: dict[str, str]) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def snapshot(connections: Connections, users: dict[str, str]) -> dict[str, tuple[dict[str, str], int]]:
     iam = boto3.client("iam")
     return {
         name: (
@@ -79,7 +84,9 @@ def snapshot(connections, users: dict[str, str]) -> dict[str, object]:  # type: 
     }
 
 
-def test_dry_run_prints_the_plan_and_changes_nothing(fleet, connections, stack_environ) -> None:
+def test_dry_run_prints_the_plan_and_changes_nothing(
+    fleet: tuple[str, dict[str, str], dict[str, list[str]]], connections: Connections, stack_environ: dict[str, str]
+) -> None:
     run, users, keys = fleet
     before = snapshot(connections, users)
     result = keyrotor_cli(stack_environ, "remediate", "--dry-run", "--json", "--user", f"rem-{run}-*")
@@ -105,7 +112,12 @@ def test_dry_run_prints_the_plan_and_changes_nothing(fleet, connections, stack_e
 
 @pytest.mark.parametrize("where", ["in-process", "served"])
 def test_remediation_ends_compliant_except_the_person_and_the_injected_failure(
-    where, request, fleet, iam, connections, stack_environ
+    where: str,
+    request: pytest.FixtureRequest,
+    fleet: tuple[str, dict[str, str], dict[str, list[str]]],
+    iam: Any,
+    connections: Connections,
+    stack_environ: dict[str, str],
 ) -> None:
     """In process (no deployments) each user's remedy is a flow run in the remediation's process; with the
     deployments served it is a run of rotate-access-key or retire-access-key, pausable from the UI."""
@@ -182,7 +194,7 @@ def test_remediation_ends_compliant_except_the_person_and_the_injected_failure(
     assert all_keys(iam, users["unused"]) == {}
     old_keys = all_keys(iam, users["old"])
     assert len(old_keys) == 1 and keys["old"][0] not in old_keys
-    assert connections.records(users["old"]).published().key_id in old_keys
+    assert required(connections.records(users["old"]).published()).key_id in old_keys
 
     audit = keyrotor_cli(stack_environ, "audit", "--json", "--user", f"rem-{run}-*")
     flagged = {finding["user"] for finding in json.loads(audit.stdout)["findings"]}

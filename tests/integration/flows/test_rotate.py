@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from keyrotor.adapters.connections import Connections
 from keyrotor.core.model import Phase
 from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.helpers import keyrotor_cli, keyrotor_popen
-from tests.integration.support import active_keys, all_keys, assert_rotated, state_history
+from tests.integration.support import active_keys, all_keys, assert_rotated, required, state_history
 
 pytestmark = pytest.mark.integration
 
 
-def test_happy_path_rotates_without_a_single_refused_call(iam, connections, user_factory, stack_environ) -> None:
+def test_happy_path_rotates_without_a_single_refused_call(
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
+) -> None:
     user = user_factory("happy")
     old = active_keys(iam, user)[0]
     app = SimulatedApp(user, connections.records(user), refresh=0.5)
@@ -48,7 +54,7 @@ def test_happy_path_rotates_without_a_single_refused_call(iam, connections, user
 
 
 def test_slow_application_keeps_the_old_key_active_until_it_switched(
-    iam, connections, user_factory, stack_environ
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
 ) -> None:
     user = user_factory("slow")
     old = active_keys(iam, user)[0]
@@ -68,7 +74,7 @@ def test_slow_application_keeps_the_old_key_active_until_it_switched(
 
 
 def test_at_max_wait_both_keys_stay_active_and_the_evidence_is_shown(
-    iam, connections, user_factory, stack_environ
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
 ) -> None:
     user = user_factory("stuck")
     old = active_keys(iam, user)[0]
@@ -80,13 +86,16 @@ def test_at_max_wait_both_keys_stay_active_and_the_evidence_is_shown(
     assert "still in use" in result.stderr and "sts" in result.stderr and old in result.stderr
     keys = all_keys(iam, user)
     assert len(keys) == 2 and set(keys.values()) == {"Active"}
-    state = connections.records(user).load_state()
-    assert state.phase is Phase.PUBLISHED and state.halted and state.last_used["service"] == "sts"
-    assert connections.records(user).published().key_id == state.new_key_id
+    state = required(connections.records(user).load_state())
+    assert state.phase is Phase.PUBLISHED and state.halted
+    assert state.last_used is not None and state.last_used["service"] == "sts"
+    assert required(connections.records(user).published()).key_id == state.new_key_id
     assert stats.errors == []
 
 
-def test_two_active_keys_are_refused_and_nothing_changes(iam, connections, user_factory, stack_environ) -> None:
+def test_two_active_keys_are_refused_and_nothing_changes(
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
+) -> None:
     user = user_factory("twokeys", keys=2)
     before = all_keys(iam, user)
     published = connections.records(user).published()
@@ -98,7 +107,9 @@ def test_two_active_keys_are_refused_and_nothing_changes(iam, connections, user_
     assert connections.records(user).load_state() is None
 
 
-def test_one_inactive_key_frees_its_slot_for_the_new_key(iam, connections, user_factory, stack_environ) -> None:
+def test_one_inactive_key_frees_its_slot_for_the_new_key(
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
+) -> None:
     user = user_factory("inactive", keys=2, inactive=1)
     old = active_keys(iam, user)[0]
     result = keyrotor_cli(stack_environ, "rotate", user, "--local")
@@ -106,17 +117,19 @@ def test_one_inactive_key_frees_its_slot_for_the_new_key(iam, connections, user_
     assert_rotated(iam, connections, user, old)
 
 
-def test_user_without_a_key_gets_one_published(iam, connections, user_factory, stack_environ) -> None:
+def test_user_without_a_key_gets_one_published(
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
+) -> None:
     user = user_factory("nokey", keys=0)
     result = keyrotor_cli(stack_environ, "rotate", user, "--local", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["old_key_id"] is None and report["phase"] == "completed"
-    credentials = connections.records(user).published_credentials()
+    credentials = required(connections.records(user).published_credentials())
     assert all_keys(iam, user) == {credentials.key_id: "Active"}
 
 
-def test_nonexistent_user_is_refused(stack_environ) -> None:
+def test_nonexistent_user_is_refused(stack_environ: dict[str, str]) -> None:
     result = keyrotor_cli(stack_environ, "rotate", "nobody-here", "--local", "--json")
     assert result.returncode == 3
     assert "does not exist" in json.loads(result.stdout)["message"]
@@ -134,7 +147,9 @@ def test_nonexistent_user_is_refused(stack_environ) -> None:
     ],
     ids=["vault-down", "wrong-token", "missing-mount"],
 )
-def test_vault_problems_fail_clearly_and_change_nothing(iam, user_factory, stack_environ, override, expected) -> None:
+def test_vault_problems_fail_clearly_and_change_nothing(
+    iam: Any, user_factory: Callable[..., str], stack_environ: dict[str, str], override: dict[str, str], expected: str
+) -> None:
     user = user_factory("vault")
     before = all_keys(iam, user)
     result = keyrotor_cli({**stack_environ, **override}, "rotate", user, "--local")
@@ -145,13 +160,15 @@ def test_vault_problems_fail_clearly_and_change_nothing(iam, user_factory, stack
 
 
 @pytest.mark.parametrize("value", ["soon", "-5s", "10x"])
-def test_bad_durations_are_refused_before_anything_runs(stack_environ, value: str) -> None:
+def test_bad_durations_are_refused_before_anything_runs(stack_environ: dict[str, str], value: str) -> None:
     result = keyrotor_cli(stack_environ, "rotate", "whoever", "--local", "--quiet-period", value)
     assert result.returncode == 2
     assert "duration" in result.stderr
 
 
-def test_two_rotations_of_one_user_at_once_one_refuses(iam, connections, user_factory, stack_environ) -> None:
+def test_two_rotations_of_one_user_at_once_one_refuses(
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
+) -> None:
     user = user_factory("twice")
     old = active_keys(iam, user)[0]
     first = keyrotor_popen(stack_environ, "rotate", user, "--local", "--quiet-period", "6s", "--max-wait", "60s")
@@ -169,7 +186,7 @@ def test_two_rotations_of_one_user_at_once_one_refuses(iam, connections, user_fa
 
 
 def test_rotation_works_with_the_least_privilege_vault_policy_from_the_readme(
-    iam, connections, user_factory, stack_environ
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
 ) -> None:
     import hvac
 
@@ -186,7 +203,7 @@ def test_rotation_works_with_the_least_privilege_vault_policy_from_the_readme(
 
 
 def test_rotate_works_without_a_prefect_server_in_ephemeral_mode(
-    iam, connections, user_factory, stack_environ, tmp_path
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str], tmp_path: Path
 ) -> None:
     user = user_factory("ephemeral")
     old = active_keys(iam, user)[0]
@@ -202,7 +219,9 @@ def test_rotate_works_without_a_prefect_server_in_ephemeral_mode(
 
 @pytest.mark.parametrize("command", ["rotate", "status", "rollback", "finish", "pause", "resume"])
 @pytest.mark.parametrize("name", ["", "no/slash"])
-def test_impossible_user_names_are_bad_input_found_before_anything_is_called(stack_environ, command, name) -> None:
+def test_impossible_user_names_are_bad_input_found_before_anything_is_called(
+    stack_environ: dict[str, str], command: str, name: str
+) -> None:
     env = {**stack_environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "VAULT_ADDR": "http://127.0.0.1:9"}
     result = keyrotor_cli(env, command, name)  # nothing reachable: any call would fail with another code
     assert result.returncode == 2, result.stderr
@@ -210,7 +229,7 @@ def test_impossible_user_names_are_bad_input_found_before_anything_is_called(sta
 
 
 def test_a_quiet_period_that_cannot_be_safe_is_refused_unless_accepted(
-    iam, connections, user_factory, stack_environ
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
 ) -> None:
     user = user_factory("quiet0")
     before = all_keys(iam, user)
@@ -232,7 +251,7 @@ def test_a_quiet_period_that_cannot_be_safe_is_refused_unless_accepted(
 
 
 def test_two_rotations_without_a_prefect_server_at_once_one_rotates_the_other_refuses(
-    iam, connections, user_factory, stack_environ, tmp_path
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str], tmp_path: Path
 ) -> None:
     """Both start their own temporary Prefect server on one PREFECT_HOME: neither crashes, one rotates, the other
     refuses with exit 4, and applications see one new key, not two."""
@@ -253,7 +272,7 @@ def test_two_rotations_without_a_prefect_server_at_once_one_rotates_the_other_re
 
 
 def test_a_rotation_right_after_a_rotation_is_refused_unless_forced(
-    iam, connections, user_factory, stack_environ
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
 ) -> None:
     user = user_factory("again")
     old = active_keys(iam, user)[0]
@@ -269,7 +288,11 @@ def test_a_rotation_right_after_a_rotation_is_refused_unless_forced(
 
 
 def test_a_rotation_is_named_after_its_user_tagged_and_has_an_artifact(
-    iam, connections, user_factory, stack_environ, prefect_api
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack_environ: dict[str, str],
+    prefect_api: str,
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (

@@ -4,12 +4,16 @@ Vault's waiting index; the waker (in ``keyrotor serve``) looks at the old key wh
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import pytest
 
+from keyrotor.adapters.connections import Connections
 from keyrotor.adapters.prefect_api import WAITING
-from keyrotor.core.model import Phase
+from keyrotor.core.model import Phase, Wait
 from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.helpers import keyrotor_cli
 from tests.integration.support import (
@@ -17,6 +21,7 @@ from tests.integration.support import (
     assert_rotated,
     make_fleet,
     processes_of,
+    required,
     run_state,
     schedule_rotation,
     state_history,
@@ -26,12 +31,16 @@ from tests.integration.support import (
 pytestmark = pytest.mark.integration
 
 
-def parked(connections, user: str):  # type: ignore[no-untyped-def]
+def parked(connections: Connections, user: str) -> Wait | None:
     return connections.waiting.read(connections.account_id, user)
 
 
 def test_a_waiting_rotation_holds_no_process_and_is_woken_once_the_old_key_is_quiet(
-    iam, connections, user_factory, stack_environ, served
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack_environ: dict[str, str],
+    served: subprocess.Popen[str],
 ) -> None:
     user = user_factory("park")
     old = active_keys(iam, user)[0]
@@ -55,10 +64,11 @@ def test_a_waiting_rotation_holds_no_process_and_is_woken_once_the_old_key_is_qu
     assert_rotated(iam, connections, user, old)
     assert stats.errors == []
     assert parked(connections, user) is None, "the waiting record goes when the rotation moves on"
-    final = records.load_state()
+    final = required(records.load_state())
     assert final.phase is Phase.COMPLETED
     # Woken promptly: deactivated within poll interval + waker interval + a few seconds of the key going quiet.
     last_old_call = max(t for key, t in stats.switched_at.items() if key != old) - 0  # the app switched then
+    assert final.published_at is not None
     quiet_since = max(final.published_at.timestamp(), last_old_call)
     assert final.deactivated_at is not None
     late = final.deactivated_at.timestamp() - (quiet_since + 6)
@@ -69,7 +79,11 @@ def test_a_waiting_rotation_holds_no_process_and_is_woken_once_the_old_key_is_qu
 
 
 def test_rotate_on_a_served_server_returns_once_the_new_key_is_published(
-    iam, connections, user_factory, stack_environ, served
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack_environ: dict[str, str],
+    served: subprocess.Popen[str],
 ) -> None:
     import time
 
@@ -93,7 +107,11 @@ def test_rotate_on_a_served_server_returns_once_the_new_key_is_published(
 
 
 def test_rotate_on_a_served_server_with_wait_follows_it_to_the_end(
-    iam, connections, user_factory, stack_environ, served
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack_environ: dict[str, str],
+    served: subprocess.Popen[str],
 ) -> None:
     user = user_factory("cli-wait")
     old = active_keys(iam, user)[0]
@@ -103,19 +121,24 @@ def test_rotate_on_a_served_server_with_wait_follows_it_to_the_end(
     assert_rotated(iam, connections, user, old)
 
 
-def remediate_fleet(stack_environ, prefix: str, *extra: str):  # type: ignore[no-untyped-def]
+def remediate_fleet(stack_environ: dict[str, str], prefix: str, *extra: str) -> dict[str, Any]:
     result = keyrotor_cli(stack_environ, "remediate", "--json", "--user", f"{prefix}*", *extra, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
 
 
 @pytest.fixture
-def old_fleet(iam, connections, stack_environ):  # type: ignore[no-untyped-def]
+def old_fleet(iam: Any, connections: Connections, stack_environ: dict[str, str]) -> tuple[str, list[str]]:
     return make_fleet(iam, connections, stack_environ, 6, "fleet")
 
 
 def test_a_fleet_waits_in_parallel_without_a_process_per_waiting_rotation(
-    iam, connections, stack_environ, served, old_fleet
+    iam: Any,
+    connections: Connections,
+    stack_environ: dict[str, str],
+    served: subprocess.Popen[str],
+    old_fleet: tuple[str, list[str]],
 ) -> None:
     import time
 
@@ -139,16 +162,21 @@ def test_a_fleet_waits_in_parallel_without_a_process_per_waiting_rotation(
     wait_for(lambda: all(run_state(r).is_final() for r in runs), "every rotation to finish", timeout=180)
     makespan = time.monotonic() - started
     assert all(run_state(r).is_completed() for r in runs)
-    states = {u: connections.records(u).load_state() for u in users}
+    states = {u: required(connections.records(u).load_state()) for u in users}
     assert {s.phase for s in states.values()} == {Phase.COMPLETED}
     for user, state in states.items():  # each one woken promptly after its own quiet period
+        assert state.deactivated_at is not None and state.published_at is not None
         late = (state.deactivated_at - state.published_at).total_seconds() - quiet
         assert late < 12, f"{user} deactivated {late:.1f}s after its quiet period ended"
     print(f"fleet of {len(users)}: parked after {parked_at - started:.1f}s, all rotated after {makespan:.1f}s")
 
 
 def test_a_second_remediation_during_the_first_starts_no_second_rotation(
-    iam, connections, stack_environ, served, old_fleet
+    iam: Any,
+    connections: Connections,
+    stack_environ: dict[str, str],
+    served: subprocess.Popen[str],
+    old_fleet: tuple[str, list[str]],
 ) -> None:
     prefix, users = old_fleet
     first = remediate_fleet(stack_environ, prefix, "--quiet-period", "8s", "--poll-interval", "1s")
@@ -167,7 +195,11 @@ def test_a_second_remediation_during_the_first_starts_no_second_rotation(
 
 
 def test_pause_while_parked_holds_it_past_its_quiet_period_and_resume_finishes_it(
-    iam, connections, user_factory, stack_environ, served
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack_environ: dict[str, str],
+    served: subprocess.Popen[str],
 ) -> None:
     import time
 
@@ -177,10 +209,13 @@ def test_pause_while_parked_holds_it_past_its_quiet_period_and_resume_finishes_i
     wait_for(lambda: parked(connections, user) and run_state(run_id).name == WAITING, "the rotation to park")
     paused = keyrotor_cli(stack_environ, "pause", user)
     assert paused.returncode == 0, paused.stderr
-    assert parked(connections, user).held and connections.records(user).load_state().paused_run_id == run_id
+    assert (
+        required(parked(connections, user)).held
+        and required(connections.records(user).load_state()).paused_run_id == run_id
+    )
     time.sleep(4 + 4)  # the quiet period passes: the waker must leave a paused rotation alone
     assert run_state(run_id).is_paused() and run_state(run_id).name == "Suspended"
-    assert connections.records(user).load_state().phase is Phase.PUBLISHED
+    assert required(connections.records(user).load_state()).phase is Phase.PUBLISHED
     outlook = json.loads(keyrotor_cli(stack_environ, "status", user, "--json").stdout)["outlook"]
     assert outlook["command"] == f"keyrotor resume {user}" and outlook["needs_person"]
     resumed = keyrotor_cli(stack_environ, "resume", user)
@@ -188,11 +223,15 @@ def test_pause_while_parked_holds_it_past_its_quiet_period_and_resume_finishes_i
     wait_for(lambda: run_state(run_id).is_final(), "the resumed rotation to finish", timeout=90)
     assert run_state(run_id).is_completed()
     assert_rotated(iam, connections, user, old)
-    assert connections.records(user).load_state().paused_run_id is None
+    assert required(connections.records(user).load_state()).paused_run_id is None
 
 
 def test_resume_of_a_rotation_that_only_waits_says_it_is_not_paused(
-    iam, connections, user_factory, stack_environ, served
+    iam: Any,
+    connections: Connections,
+    user_factory: Callable[..., str],
+    stack_environ: dict[str, str],
+    served: subprocess.Popen[str],
 ) -> None:
     user = user_factory("park-noresume")
     run_id = schedule_rotation(user, quiet_period="60s", poll_interval="1s", max_wait="120s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,9 @@ def state(**changes: object) -> RotationState:
         ([key("K1", OFF), key("K2", OFF)], None, ("K1", "K2")),
     ],
 )
-def test_plan_slots_chooses_the_active_key_and_frees_a_slot(keys, old, delete) -> None:
+def test_plan_slots_chooses_the_active_key_and_frees_a_slot(
+    keys: list[AccessKey], old: str | None, delete: tuple[str, ...]
+) -> None:
     plan = plan_slots("alice", keys)
     assert (plan.old_key.key_id if plan.old_key else None) == old
     assert plan.delete == delete
@@ -62,7 +65,9 @@ def test_plan_slots_refuses_two_active_keys() -> None:
         (["K9"], None, ["K9"]),
     ],
 )
-def test_orphans_are_keys_this_rotation_created_without_a_stashed_secret(keys, stashed, expected) -> None:
+def test_orphans_are_keys_this_rotation_created_without_a_stashed_secret(
+    keys: list[str], stashed: str | None, expected: list[str]
+) -> None:
     current = state(old_key_id="K1", keys_before=("K1",))
     assert orphan_keys([key(k) for k in keys], current, stashed) == expected
 
@@ -86,7 +91,9 @@ DEADLINE = T0 + timedelta(seconds=600)
         (540, 595, Quiet.WAIT, 600),  # next look is capped at the deadline
     ],
 )
-def test_check_quiet(used_after_publish, now_after_publish, outcome, next_in) -> None:
+def test_check_quiet(
+    used_after_publish: float | None, now_after_publish: float, outcome: Quiet, next_in: float | None
+) -> None:
     used_at = None if used_after_publish is None else PUBLISHED + timedelta(seconds=used_after_publish)
     check = check_quiet(
         published_at=PUBLISHED,
@@ -117,7 +124,7 @@ def lease(owner: str | None, expires_in: float, run: str | None = "run-a") -> di
         (lease("other", 30, run="run-b"), LeaseVerdict.ACQUIRE),  # same Prefect flow run, e.g. its retry
     ],
 )
-def test_judge_lease(record, verdict) -> None:
+def test_judge_lease(record: dict[str, Any] | None, verdict: LeaseVerdict) -> None:
     assert judge_lease(record, owner="me", flow_run_id="run-b", now=T0) is verdict
 
 

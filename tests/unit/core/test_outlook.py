@@ -8,7 +8,7 @@ import pytest
 
 from keyrotor.core.errors import ConfigurationError
 from keyrotor.core.inputs import check_quiet_period, check_user_name
-from keyrotor.core.model import Phase
+from keyrotor.core.model import Phase, RotationState
 from keyrotor.core.outlook import outlook
 from tests.unit.core.test_decisions import T0, state
 
@@ -125,7 +125,9 @@ LATER = T0 + timedelta(hours=1)
         ),
     ],
 )
-def test_outlook(current, alive, doing, waiting_for, command, needs_person) -> None:  # type: ignore[no-untyped-def]
+def test_outlook(
+    current: RotationState, alive: bool, doing: str, waiting_for: str, command: str, needs_person: bool
+) -> None:
     view = outlook(current, "alice", LATER, run_alive=alive)
     assert doing in view.doing
     assert waiting_for in view.waiting_for
@@ -164,7 +166,9 @@ def test_possible_user_names_pass(name: str) -> None:
         (timedelta(days=1), True, False, None),
     ],
 )
-def test_quiet_periods_that_cannot_be_safe_are_refused(quiet, real_aws, accepted, refused) -> None:  # type: ignore[no-untyped-def]
+def test_quiet_periods_that_cannot_be_safe_are_refused(
+    quiet: timedelta, real_aws: bool, accepted: bool, refused: str | None
+) -> None:
     if refused is None:
         check_quiet_period(quiet, real_aws=real_aws, accepted=accepted)
     else:

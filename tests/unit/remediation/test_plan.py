@@ -8,7 +8,7 @@ import pytest
 
 from keyrotor.audit.cis import Rule
 from keyrotor.core.model import AccessKey, KeyStatus, LastUsed
-from keyrotor.remediation.plan import Action, UserFacts, plan_user
+from keyrotor.remediation.plan import Action, UserFacts, UserPlan, plan_user
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -22,7 +22,7 @@ def used(key_id: str, days_ago: float | None) -> LastUsed:
     return LastUsed(key_id, None if days_ago is None else NOW - days_ago * DAY, "s3", "us-east-1")
 
 
-def plan(rules: set[Rule], keys: list[AccessKey], published: str | None, last: dict[str, float | None]):  # type: ignore[no-untyped-def]
+def plan(rules: set[Rule], keys: list[AccessKey], published: str | None, last: dict[str, float | None]) -> UserPlan:
     facts = UserFacts(keys, published, {k: used(k, d) for k, d in last.items()})
     return plan_user("u", rules, facts, now=NOW, recent=DAY, max_age=90 * DAY, unused=45 * DAY)
 
@@ -40,7 +40,14 @@ TWO = {Rule.MULTIPLE_ACTIVE_KEYS}
         ([key("A", 200), key("B", 10)], "X", {"A": 0.2, "B": 0.1}, Action.NEEDS_PERSON, None, None),
     ],
 )
-def test_two_active_keys(keys, published, last, action, retire, keep) -> None:
+def test_two_active_keys(
+    keys: list[AccessKey],
+    published: str | None,
+    last: dict[str, float | None],
+    action: Action,
+    retire: str | None,
+    keep: str | None,
+) -> None:
     result = plan(TWO, keys, published, last)
     assert (result.action, result.key_id, result.keep_key_id) == (action, retire, keep)
 
@@ -56,7 +63,7 @@ def test_two_active_keys(keys, published, last, action, retire, keep) -> None:
         ({Rule.KEY_TOO_OLD}, 10, 1, Action.NOTHING),  # rotated since the report
     ],
 )
-def test_single_active_key(rules, age, days_ago, action) -> None:
+def test_single_active_key(rules: set[Rule], age: int, days_ago: float | None, action: Action) -> None:
     assert plan(rules, [key("A", age)], None, {"A": days_ago}).action is action
 
 

@@ -10,10 +10,11 @@ from prefect.logging import disable_run_logger
 
 from keyrotor.adapters.records import RotationRecords, UserPaths, WaitingIndex
 from keyrotor.core.errors import AwsError, PreconditionFailed, RotationConflict, VerificationFailed
-from keyrotor.core.model import KeyStatus, Phase, RotationState, utcnow
+from keyrotor.core.model import KeyStatus, Phase, RotationState
+from keyrotor.core.timestamps import utcnow
 from keyrotor.settings import Settings, Timings
 from keyrotor.tasks.context import RotationContext
-from keyrotor.tasks.keys import create_new_key, deactivate_old_key, delete_old_key, verify_new_key
+from keyrotor.tasks.keys import create_new_key, deactivate_old_key, delete_deactivated_key, verify_new_key
 from keyrotor.tasks.lease import Lease
 from keyrotor.tasks.vault import publish_new_key
 from tests.unit.fakes import FakeClock, FakeIam, FakeKV
@@ -28,8 +29,8 @@ def _no_run_logger() -> Iterator[None]:
 def context(iam: FakeIam, kv: FakeKV, user: str = "alice") -> RotationContext:
     paths = UserPaths.build("aws/{account_id}/{user_name}", "keyrotor/{account_id}/{user_name}", "123", user)
     settings = Settings(verify_timeout=timedelta(seconds=0.3), vault_token=None)
-    waiting = WaitingIndex(kv, settings.waiting_path)  # type: ignore[arg-type]
-    return RotationContext(user, "123", iam, RotationRecords(kv, paths), waiting, settings, actor="test")  # type: ignore[arg-type]
+    waiting = WaitingIndex(kv, settings.waiting_path)
+    return RotationContext(user, "123", iam, RotationRecords(kv, paths), waiting, settings, actor="test")
 
 
 def started(ctx: RotationContext, old_key_id: str | None) -> RotationState:
@@ -39,7 +40,7 @@ def started(ctx: RotationContext, old_key_id: str | None) -> RotationState:
         ctx.user_name,
         "123",
         Phase.STARTED,
-        Timings(grace_period="0s").as_seconds(),
+        Timings(grace_period=timedelta(0)).as_seconds(),
         utcnow(),
         "test",
         old_key_id=old_key_id,
@@ -58,6 +59,7 @@ def test_a_key_that_never_verifies_is_deleted_and_the_rotation_fails_cleanly() -
     assert [key.key_id for key in iam.list_keys("alice")] == [old]
     assert ctx.records.stashed() is None
     recorded = ctx.records.load_state()
+    assert recorded is not None and recorded.error is not None and state.new_key_id is not None
     assert recorded.phase is Phase.FAILED and state.new_key_id in recorded.error
 
 
@@ -103,7 +105,7 @@ def test_delete_refuses_an_old_key_someone_reactivated() -> None:
     state = deactivate_old_key.fn(ctx, state)
     iam.set_status("alice", old, KeyStatus.ACTIVE)
     with pytest.raises(PreconditionFailed, match="Active again"):
-        delete_old_key.fn(ctx, state)
+        delete_deactivated_key.fn(ctx, state)
     assert old in iam.users["alice"]
 
 
@@ -114,7 +116,8 @@ def test_publish_records_the_previous_version_for_rollback() -> None:
     kv.write(ctx.records.paths.secret, {"aws_access_key_id": old, "aws_secret_access_key": "s"}, cas=0)
     state = publish_new_key.fn(ctx, verify_new_key.fn(ctx, create_new_key.fn(ctx, started(ctx, old))))
     assert state.previous_secret_version == 1 and state.published_version == 2
-    assert ctx.records.published().key_id == state.new_key_id
+    published = ctx.records.published()
+    assert published is not None and published.key_id == state.new_key_id
 
 
 def lease(records: RotationRecords, clock: FakeClock, holder: str) -> Lease:
@@ -140,7 +143,8 @@ def test_a_dead_owner_is_taken_over_within_one_ttl() -> None:
     contender.acquire()
     assert timedelta(seconds=30) <= clock.now - start <= timedelta(seconds=31)
     contender.assert_held()
-    assert records.read_lease().data["holder"] == "second"
+    record = records.read_lease()
+    assert record is not None and record.data["holder"] == "second"
 
 
 def test_a_lease_taken_over_is_known_lost() -> None:
@@ -165,9 +169,10 @@ def test_an_sts_outage_during_verification_keeps_the_new_key_for_the_next_run() 
     with pytest.raises(AwsError, match="could not verify the new key .* It is kept"):
         verify_new_key.fn(ctx, state)
     assert {key.key_id for key in iam.list_keys("alice")} == {old, state.new_key_id}
-    assert ctx.records.stashed() is not None and ctx.records.load_state().phase is Phase.CREATED
+    recorded = ctx.records.load_state()
+    assert ctx.records.stashed() is not None and recorded is not None and recorded.phase is Phase.CREATED
     iam.sts_down = False
-    assert verify_new_key.fn(ctx, ctx.records.load_state()).phase is Phase.VERIFIED
+    assert verify_new_key.fn(ctx, recorded).phase is Phase.VERIFIED
 
 
 def test_an_answer_lost_after_create_access_key_leaves_no_key_without_its_secret() -> None:
@@ -179,7 +184,8 @@ def test_an_answer_lost_after_create_access_key_leaves_no_key_without_its_secret
     state = create_new_key.fn(ctx, started(ctx, old))
     keys = {key.key_id for key in iam.list_keys("alice")}
     assert keys == {old, state.new_key_id}, "exactly the old key and the one whose secret is stashed"
-    assert ctx.records.stashed().key_id == state.new_key_id
+    stashed = ctx.records.stashed()
+    assert stashed is not None and stashed.key_id == state.new_key_id
 
 
 def test_a_state_write_whose_answer_was_lost_is_recognised_as_its_own() -> None:
@@ -189,7 +195,8 @@ def test_a_state_write_whose_answer_was_lost_is_recognised_as_its_own() -> None:
     state = started(ctx, old)
     kv.lost_answers = 1
     saved = ctx.save(state.evolve(phase=Phase.CREATED))
-    assert saved.version == ctx.records.load_state().version and ctx.records.load_state().phase is Phase.CREATED
+    recorded = ctx.records.load_state()
+    assert recorded is not None and saved.version == recorded.version and recorded.phase is Phase.CREATED
 
 
 def test_a_lease_write_whose_answer_was_lost_is_taken_not_waited_for() -> None:
