@@ -9,10 +9,10 @@ from typing import Annotated
 
 import typer
 
+from keyrotor.stack.service import StackError
 from keyrotor.stack.services import (
     SERVICE_NAMES,
     LocalStack,
-    StackError,
     StackPorts,
     load_running,
     read_stack,

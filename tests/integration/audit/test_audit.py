@@ -20,8 +20,8 @@ import pytest
 from keyrotor.adapters.credential_report import audit_account
 from keyrotor.audit.cis import AuditPolicy
 from keyrotor.stack.moto_server import create_server
+from keyrotor.stack.processes import LOOPBACK
 from keyrotor.stack.seed import SeedKey, SeedUser, seed_users
-from keyrotor.stack.services import LOOPBACK
 from tests.helpers import keyrotor_cli
 
 pytestmark = pytest.mark.integration

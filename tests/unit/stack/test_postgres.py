@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from keyrotor.stack import postgres
-from keyrotor.stack.services import PREFECT_DB_VARIABLE, StackError, _prefect_on_postgres
+from keyrotor.stack.catalog import PREFECT_DB_VARIABLE, prefect_on_postgres
+from keyrotor.stack.service import StackError
 
 
 @pytest.mark.parametrize(("value", "expected"), [(None, True), ("postgres", True), (" SQLite ", False)])
@@ -14,13 +15,13 @@ def test_prefect_database_choice(monkeypatch: pytest.MonkeyPatch, value: str | N
         monkeypatch.delenv(PREFECT_DB_VARIABLE, raising=False)
     else:
         monkeypatch.setenv(PREFECT_DB_VARIABLE, value)
-    assert _prefect_on_postgres() is expected
+    assert prefect_on_postgres() is expected
 
 
 def test_unknown_prefect_database_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(PREFECT_DB_VARIABLE, "mysql")
     with pytest.raises(StackError, match="postgres or sqlite"):
-        _prefect_on_postgres()
+        prefect_on_postgres()
 
 
 def test_server_listens_on_loopback_tcp_only() -> None:

@@ -12,15 +12,11 @@ from pathlib import Path
 import pytest
 
 from keyrotor.stack import catalog, services
+from keyrotor.stack.catalog import PREFECT_DB_VARIABLE, MotoService, OpenBaoService, PostgresService, PrefectService
 from keyrotor.stack.service import Launch, LaunchContext, Service, StackError, inherited_environment
 from keyrotor.stack.services import (
-    PREFECT_DB_VARIABLE,
     SERVICE_NAMES,
     LocalStack,
-    MotoService,
-    OpenBaoService,
-    PostgresService,
-    PrefectService,
     read_stack,
     stack_env,
 )
