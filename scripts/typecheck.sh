@@ -7,6 +7,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 mypy=${MYPY:-$root/.venv/bin/mypy}
+mypy=$(cd "$(dirname "$mypy")" && pwd)/$(basename "$mypy")  # absolute: the check runs from another folder
 tree=$(mktemp -d)
 trap 'rm -rf "$tree"' EXIT
 mkdir "$tree/keyrotor"
