@@ -96,6 +96,7 @@ class Finding:
             "user": self.user,
             "arn": self.arn,
             "rule": self.rule.value,
+            "key": self.slot,  # the report names keys by slot; remediation reads their ids live
             "slot": self.slot,
             "cis": [ref.to_json() for ref in self.cis],
             "message": self.describe(),

@@ -106,7 +106,7 @@ def test_thresholds_are_configurable() -> None:
 def test_findings_carry_slot_cis_references_and_evidence() -> None:
     result = evaluate(report(line("alice", key(120))), {}, AuditPolicy(), NOW)
     too_old = next(f for f in result.findings if f.rule is TOO_OLD).to_json()
-    assert too_old["slot"] == K1 and "key_id" not in too_old
+    assert too_old["key"] == too_old["slot"] == K1 and "key_id" not in too_old
     assert [(ref["control"], ref["versions"]) for ref in too_old["cis"]] == [("1.14", "v1.4.0-v3.0.0")]
     assert too_old["evidence"] | {"created": None} == {
         "created": None,
