@@ -111,7 +111,7 @@ def continue_recorded(
     if previous is None:
         return None
     if previous.phase.terminal:
-        if ctx.flow_run_id in _runs_of(previous) or flow_run.get_run_count() > 1:
+        if ctx.flow_run_id in previous.run_ids() or flow_run.get_run_count() > 1:
             logger.info("This flow run's rotation %s has ended (%s)", previous.rotation_id, previous.phase.value)
             return previous  # a retry or a resume of a flow run: never start a second rotation
         return None
@@ -174,10 +174,6 @@ def refuse_if_just_rotated(
         f"again within {format_duration(cooldown)} would make applications switch keys twice; pass --force "
         "(parameter force) to rotate anyway"
     )
-
-
-def _runs_of(state: RotationState) -> set[str]:
-    return {run for run in (state.flow_run_id, state.last_flow_run_id, state.paused_run_id) if run}
 
 
 def _alive_in_prefect(run_id: str) -> bool:

@@ -43,7 +43,7 @@ from keyrotor.adapters.prefect_api import (
 from keyrotor.adapters.records import LeaseRecord, hold_rotation
 from keyrotor.core.decisions import Quiet, check_quiet
 from keyrotor.core.errors import KeyrotorError, RotationConflict
-from keyrotor.core.model import RotationState, Wait
+from keyrotor.core.model import Wait
 from keyrotor.core.timestamps import utcnow
 from keyrotor.deployments.table import RETIRE, ROTATE
 from keyrotor.tasks.lease import Lease
@@ -276,7 +276,7 @@ class Waker:
                 continue
             user, account = self._whose(run)
             state = self.connections.records(user, account).load_state() if user else None
-            if state is None or state.phase.terminal or str(run.id) not in _runs_of(state):
+            if state is None or state.phase.terminal or str(run.id) not in state.run_ids():
                 continue
             details = StateDetails(pause_reschedule=True, pause_timeout=None)
             force_state(str(run.id), State(type=StateType.PAUSED, name="Suspended", state_details=details))
@@ -305,7 +305,7 @@ class Waker:
             if not seen and now - run.state.timestamp < never_leased:
                 continue  # it may still be starting up
             state = self.connections.records(user, account).load_state()
-            if state is not None and state.phase.terminal and str(run.id) in _runs_of(state):
+            if state is not None and state.phase.terminal and str(run.id) in state.run_ids():
                 continue  # it finished its work and died reporting it
             self._revived[str(run.id)] = self._revived.get(str(run.id), 0) + 1
             self._revive(run, account, user, report)
@@ -342,10 +342,6 @@ class Waker:
     @property
     def actor(self) -> str:
         return f"{whoami()}, waker"
-
-
-def _runs_of(state: RotationState) -> set[str]:
-    return {run for run in (state.flow_run_id, state.last_flow_run_id, state.paused_run_id) if run}
 
 
 def waker_lease(connections: Connections) -> Lease:

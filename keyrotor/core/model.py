@@ -153,6 +153,10 @@ class RotationState:
     def evolve(self, **changes: Any) -> RotationState:
         return dataclasses.replace(self, **changes)
 
+    def run_ids(self) -> set[str]:
+        """The flow runs that carry or carried this rotation: the current one, the last one, the paused one."""
+        return {run for run in (self.flow_run_id, self.last_flow_run_id, self.paused_run_id) if run}
+
     def report(self) -> dict[str, Any]:
         """The rotation's outcome for people and scripts: the record and its version (no secrets: it holds none)."""
         return self.to_record() | {"version": self.version}
