@@ -11,7 +11,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled
 
 from keyrotor.adapters.prefect_api import prefect_call
-from keyrotor.core.errors import PreconditionFailed, RollbackImpossible, RotationConflict, VaultUnavailable
+from keyrotor.core.errors import PreconditionFailed, RollbackImpossible
 from keyrotor.core.model import KeyStatus, Phase, RotationState
 from keyrotor.core.timestamps import utcnow
 from keyrotor.failpoints import failpoint
@@ -83,13 +83,7 @@ def restore_previous_secret(ctx: RotationContext, state: RotationState) -> str:
             f"version {state.previous_secret_version} of {ctx.records.paths.secret} is gone from Vault; "
             "restore the old key's secret by hand"
         )
-    try:
-        restored = ctx.records.publish(previous, cas=current.version)
-    except (RotationConflict, VaultUnavailable):  # the write may have landed and its answer been lost
-        landed = ctx.records.published()
-        if landed is None or landed.key_id != previous.key_id:
-            raise
-        restored = landed
+    restored = ctx.records.publish(previous, cas=current.version)
     failpoint("rollback-restored")
     note = f"restored version {state.previous_secret_version} as version {restored.version} (key {previous.key_id})"
     logger.info("Vault %s: %s", ctx.records.paths.secret, note)

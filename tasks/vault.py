@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger
 
 from keyrotor.adapters.records import Published
-from keyrotor.core.errors import PreconditionFailed, RotationConflict, VaultUnavailable
+from keyrotor.core.errors import PreconditionFailed
 from keyrotor.core.model import Phase, RotationState
 from keyrotor.core.timestamps import parse_vault_time
 from keyrotor.failpoints import failpoint
@@ -36,13 +36,7 @@ def publish_new_key(ctx: RotationContext, state: RotationState) -> RotationState
                 "roll back this rotation and start again"
             )
         previous = current.version if current else 0
-        try:
-            published = ctx.records.publish(credentials, cas=previous)
-        except (RotationConflict, VaultUnavailable):  # the write may have landed and its answer been lost
-            landed = ctx.records.published()
-            if landed is None or landed.key_id != state.new_key_id:
-                raise
-            published = landed
+        published = ctx.records.publish(credentials, cas=previous)
         failpoint("after-publish")
     published_at = parse_vault_time(published.created_time)
     state = ctx.save(

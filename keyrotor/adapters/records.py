@@ -95,7 +95,18 @@ class RotationRecords:
         return _credentials(self.kv.read(self.paths.secret, version))
 
     def publish(self, credentials: NewCredentials, cas: int) -> Published:
-        record = self.kv.write(self.paths.secret, _fields(credentials), cas=cas)
+        """Write ``credentials`` as the secret's next version over version ``cas`` (check-and-set).
+
+        A write whose answer was lost (an outage after it landed, or the retry meeting its own write as a
+        conflict) is not an error: the secret naming this key afterwards proves it landed.
+        """
+        try:
+            record = self.kv.write(self.paths.secret, _fields(credentials), cas=cas)
+        except (RotationConflict, VaultUnavailable):
+            landed = self.published()
+            if landed is None or landed.key_id != credentials.key_id:
+                raise
+            return landed
         return Published(credentials.key_id, record.version, record.created_time)
 
     # --- the new key before it is published ---------------------------------------------------------
