@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 import hvac
 import hvac.exceptions
 import requests
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential
 
 from keyrotor.adapters.vault_auth import Authenticator
 from keyrotor.core.errors import KeyrotorError, RotationConflict, TransientError, VaultError, VaultUnavailable
@@ -65,6 +65,11 @@ def _reason(error: Exception) -> str:
     return "connection failed"
 
 
+#: Every Vault call gets at least this many attempts, however long they take: on a loaded machine a failed attempt
+#: can take seconds, and a budget in time alone would then give a burst of faults only one or two tries.
+MIN_ATTEMPTS = 6
+
+
 class KVStore(Protocol):
     """What the durable records need from a KV v2 mount: versioned reads, check-and-set writes, listing.
 
@@ -110,8 +115,8 @@ class VaultKV:
 
         @retry(
             retry=retry_if_exception_type(TransientError),
-            stop=stop_after_delay(patience),
-            wait=wait_exponential(multiplier=0.2, max=5),
+            stop=stop_after_delay(patience) & stop_after_attempt(MIN_ATTEMPTS),  # both: time and tries
+            wait=wait_exponential(multiplier=0.2, max=min(5.0, patience / MIN_ATTEMPTS)),  # quick tries fit the budget
             reraise=True,
         )
         def attempt() -> T:
@@ -134,7 +139,7 @@ class VaultKV:
         try:
             return attempt()
         except TransientError as error:
-            raise VaultUnavailable(f"{error} (gave up after {patience:g}s of retries)") from None
+            raise VaultUnavailable(f"{error} (gave up after {patience:g}s and {MIN_ATTEMPTS} attempts)") from None
 
     def check(self, retry_for: timedelta | None = None) -> None:
         """Fail clearly, before anything changes, if Vault is unreachable, the token is bad or the mount is not KV
