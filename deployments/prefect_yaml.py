@@ -10,13 +10,14 @@ from keyrotor.deployments.table import ALL, Deployment
 HEADER = """\
 # keyrotor's deployments, read by `prefect deploy --all` (run from this folder).
 # Generated from deployments/table.py: python -m keyrotor.deployments.prefect_yaml > prefect.yaml
-# They run on a process work pool; create it and start a worker first:
-#   prefect work-pool create keyrotor --type process
-#   prefect worker start --pool keyrotor
+# They run on a process work pool; create it (with a concurrency limit) and start workers (README, "Workers").
+# Each entrypoint is a module of the installed keyrotor package and nothing is pulled (`pull: []`), so a worker
+# runs them from any folder on any machine where keyrotor is installed; nothing binds this checkout's path.
 # For the local stack without a work pool, `keyrotor serve` serves the same deployments from one process.
 # The worker's environment must carry keyrotor's settings: AWS_* (or a profile), VAULT_ADDR, VAULT_TOKEN, KEYROTOR_*.
 name: keyrotor
 prefect-version: 3.8.8
+pull: []
 
 deployments:
 """

@@ -20,7 +20,7 @@ from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY, temporary_settings
 
 from keyrotor.adapters.prefect_api import synchronous
 from keyrotor.deployments.table import ALL, Deployment
-from keyrotor.tasks.wake import start_waker_thread
+from keyrotor.waker.service import start_waker_thread
 
 
 def build(deployment: Deployment) -> RunnerDeployment:

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Deployment:
-    """One deployment: its flow (``flows/<module>.py:<function>``), what it is for, and its schedule."""
+    """One deployment: its flow (``keyrotor.flows.<module>:<function>``: a module of the installed package, so a
+    worker needs the package installed, not this checkout), what it is for, and its schedule."""
 
     name: str
     entrypoint: str
@@ -39,50 +40,49 @@ class Deployment:
         return f"{self.name}/{self.name}"
 
     def flow(self) -> Flow[..., Any]:
-        """The flow function, imported from the entrypoint (``flows/x.py`` installs as ``keyrotor.flows.x``)."""
-        path, _, attribute = self.entrypoint.partition(":")
-        module = importlib.import_module("keyrotor." + path.removesuffix(".py").replace("/", "."))
-        flow: Flow[..., Any] = getattr(module, attribute)
+        """The flow function, imported from the entrypoint."""
+        module, _, attribute = self.entrypoint.partition(":")
+        flow: Flow[..., Any] = getattr(importlib.import_module(module), attribute)
         return flow
 
 
 ROTATE = Deployment(
     "rotate-access-key",
-    "flows/rotate.py:rotate_access_key",
+    "keyrotor.flows.rotate:rotate_access_key",
     "Rotate one IAM user's access key: create, verify, publish to Vault, wait for quiet, deactivate, delete later.",
 )
 DELETE = Deployment(
     "delete-old-key",
-    "flows/delete_old_key.py:delete_old_key_after_grace",
+    "keyrotor.flows.delete_old_key:delete_old_key_after_grace",
     "Delete a rotation's deactivated old key once its grace period is over (scheduled by rotations).",
 )
 ROLLBACK = Deployment(
     "rollback-rotation",
-    "flows/rollback.py:rollback_rotation",
+    "keyrotor.flows.rollback:rollback_rotation",
     "Return a user to the old key: reactivate it, restore the previous secret in Vault, deactivate the new key.",
 )
 SWEEP = Deployment(
     "finish-due-deletions",
-    "flows/finish_due.py:finish_due_deletions",
+    "keyrotor.flows.finish_due:finish_due_deletions",
     "Hourly safety net (at :17): delete every old key whose grace period is over, from Vault's records.",
     interval=timedelta(hours=1),
     anchor=datetime(2026, 1, 1, 0, 17, tzinfo=UTC),
 )
 RETIRE = Deployment(
     "retire-access-key",
-    "flows/retire.py:retire_access_key",
+    "keyrotor.flows.retire:retire_access_key",
     "Retire one key of a user without creating another (remediation of two active keys or an unused key).",
 )
 REMEDIATE = Deployment(
     "audit-and-remediate",
-    "flows/remediate.py:audit_and_remediate",
+    "keyrotor.flows.remediate:audit_and_remediate",
     "Daily: audit the account against the access-key rules and remedy every flagged user.",
     cron="0 6 * * *",
 )
 
 WAKE = Deployment(
     "wake-rotations",
-    "flows/wake.py:wake_rotations",
+    "keyrotor.flows.wake:wake_rotations",
     "For workers: check parked rotations when due and resume those whose old key went quiet (keyrotor serve "
     "does this in a thread). Every minute, each run staying most of the minute; one waker is active at a time.",
     interval=timedelta(minutes=1),
@@ -90,14 +90,11 @@ WAKE = Deployment(
 )
 PAUSE = Deployment(
     "pause-rotation",
-    "flows/pause.py:pause_rotation_flow",
+    "keyrotor.flows.pause:pause_rotation_flow",
     "Pause a user's rotation in any phase, also while it waits; resume it with Resume on its run.",
 )
 
 ALL: tuple[Deployment, ...] = (ROTATE, DELETE, ROLLBACK, SWEEP, RETIRE, REMEDIATE, WAKE, PAUSE)
 NAMES: tuple[str, ...] = tuple(deployment.name for deployment in ALL)
-
-
-def by_name(name: str) -> Deployment:
-    """The deployment called ``name``."""
-    return next(deployment for deployment in ALL if deployment.name == name)
+#: The deployments whose runs park while they wait (and can be paused from the UI while they work).
+PARKING: tuple[Deployment, ...] = (ROTATE, RETIRE, ROLLBACK)

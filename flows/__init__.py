@@ -1,4 +1,10 @@
-"""The procedures, as Prefect flows. They orchestrate the steps in :mod:`keyrotor.tasks`; they never call AWS or Vault."""
+"""The procedures, as Prefect flows. They orchestrate the steps in :mod:`keyrotor.tasks`; they never call AWS or Vault.
+
+Each flow takes one typed request (:mod:`keyrotor.core.inputs`), which Prefect's UI renders as the run's form and
+validates before the run starts, and returns the rotation's record (:class:`~keyrotor.core.model.RotationState`), or,
+for an expected refusal, a Failed state named after the error (:func:`refused`), which any caller turns back into
+the same error with :func:`keyrotor.adapters.prefect_api.outcome`.
+"""
 
 from __future__ import annotations
 
@@ -7,47 +13,63 @@ from collections.abc import Callable
 
 from prefect import get_run_logger
 from prefect.client.schemas.objects import State
+from prefect.exceptions import CancelledRun, FailedRun
 from prefect.runtime import flow_run
-from prefect.states import Failed
+from prefect.states import Cancelled, Failed
 
-from keyrotor.core.errors import KeyrotorError
+from keyrotor.core.errors import KeyrotorError, Rejected
+from keyrotor.core.model import RotationState
+from keyrotor.core.naming import run_title
+
+#: Flow runs of this process that ended with an expected refusal, already said in one line.
+_REFUSED: set[str] = set()
 
 
 def refused(error: KeyrotorError) -> State:
-    """End the flow run Failed with the operator's message, without a traceback for an expected refusal.
+    """End the flow run Failed, named after the error ("Still in use", "Bad input"...), with the operator's message
+    as its one log line and its state message, and no traceback."""
+    get_run_logger().error("%s: %s", error.state_name, error)
+    if (run_id := flow_run.get_id()) is not None:
+        _REFUSED.add(str(run_id))
+    return Failed(name=error.state_name, message=str(error))
 
-    A caller that runs the flow in-process still gets ``error`` raised. The message starts with the error's class
-    name, so a caller that only sees the run's state (a deployment run) can tell the exit code.
-    """
-    get_run_logger().error("%s: %s", type(error).__name__, error)
-    return Failed(message=f"{type(error).__name__}: {error}", data=error)
+
+def rejected(state: RotationState) -> State:
+    """End a rotation that an operator rejected as "Rejected" (Cancelled: stopped at a person's word, neither a
+    success nor a failure); its record says who rejected it and why."""
+    message = state.error or "rejected by an operator"
+    get_run_logger().warning("Rejected: %s; both keys stay active", message)
+    if (run_id := flow_run.get_id()) is not None:
+        _REFUSED.add(str(run_id))
+    return Cancelled(name=Rejected.state_name, message=message)
 
 
 def run_name(verb: str, key: bool = False) -> Callable[[], str]:
     """A flow run's name after what it does and to whom: ``rotate alice``, ``retire AKIA... of alice in 111122223333``
-    (the account only when one was given)."""
+    (the account only when one was given), read from the run's ``request``."""
 
     def name() -> str:
-        parameters = flow_run.parameters
-        who = str(parameters.get("user_name", "?"))
-        if key:
-            who = f"{parameters.get('key_id', '?')} of {who}"
-        account = parameters.get("account_id")
-        return f"{verb} {who}" + (f" in {account}" if account else "")
+        request = flow_run.parameters.get("request")
+        values = request.model_dump() if hasattr(request, "model_dump") else dict(request or {})
+        user = str(values.get("user_name") or "?")
+        key_id = str(values.get("key_id") or "?") if key else None
+        return run_title(verb, user, str(values.get("account_id") or "") or None, key_id)
 
     return name
 
 
-class _NoTracebackForRefusals(logging.Filter):
-    """Prefect logs a task's exception with its traceback; an expected refusal (a KeyrotorError) is one line."""
+class _OneLineRefusals(logging.Filter):
+    """Prefect logs a task's exception with its traceback, and the engine logs an unexpected exception for every run
+    that does not complete; an expected refusal is one line (:func:`refused`), nothing more."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, KeyrotorError):
             record.exc_info = None
             record.exc_text = None
-        return True
+        said = isinstance(error, FailedRun | CancelledRun) and str(getattr(record, "flow_run_id", "")) in _REFUSED
+        return not said
 
 
 for _name in ("prefect.task_runs", "prefect.flow_runs"):
-    logging.getLogger(_name).addFilter(_NoTracebackForRefusals())
+    logging.getLogger(_name).addFilter(_OneLineRefusals())

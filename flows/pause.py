@@ -6,25 +6,22 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 
-from keyrotor.adapters.accounts import check_account_id
 from keyrotor.adapters.connections import Connections
+from keyrotor.adapters.prefect_runs import PrefectRuns
 from keyrotor.control.pause import pause_rotation
 from keyrotor.core.errors import KeyrotorError
-from keyrotor.core.inputs import check_user_name
+from keyrotor.core.inputs import UserRequest
 from keyrotor.flows import refused, run_name
 
 
 @flow(name="pause-rotation", flow_run_name=run_name("pause"), persist_result=False)
-def pause_rotation_flow(user_name: str, account_id: str | None = None) -> str | State:
-    """Pause ``user_name``'s rotation until someone resumes it (the UI's Resume on its run, or
-    ``keyrotor resume USER``); returns the id of the paused flow run."""
+def pause_rotation_flow(request: UserRequest) -> str | State:
+    """Pause the user's rotation until someone resumes it (the UI's Resume on its run, or ``keyrotor resume USER``);
+    returns the id of the paused flow run."""
     try:
-        check_user_name(user_name)
-        if account_id is not None:
-            check_account_id(account_id)
-        connections = Connections.from_settings().for_account(account_id, f"pause-{user_name}")
-        run_id = pause_rotation(connections, user_name)
+        connections = Connections.from_settings().for_account(request.account, f"pause-{request.user_name}")
+        run_id = pause_rotation(connections, PrefectRuns(), request.user_name)
     except KeyrotorError as error:
         return refused(error)
-    get_run_logger().info("Paused the rotation of %r (flow run %s): resume it on that run", user_name, run_id)
+    get_run_logger().info("Paused the rotation of %r (flow run %s): resume it on that run", request.user_name, run_id)
     return run_id

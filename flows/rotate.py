@@ -10,112 +10,81 @@ waker resumes it once the key has been quiet long enough, and it runs again from
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.exceptions import Abort, Pause
+from prefect.runtime import deployment
 
 from keyrotor.core.errors import KeyrotorError
-from keyrotor.core.inputs import check_quiet_period, check_user_name, resolve_timings
-from keyrotor.core.model import Phase
-from keyrotor.flows import refused, run_name
+from keyrotor.core.inputs import Origin, RotationRequest, check_quiet_period
+from keyrotor.core.model import PauseKind, Phase, RotationState
+from keyrotor.flows import refused, rejected, run_name
 from keyrotor.settings import Settings
-from keyrotor.tasks.approval import ask_approval, reject_rotation
+from keyrotor.tasks.approval import ask_approval, record_answer
+from keyrotor.tasks.keys import stop_waiting
 from keyrotor.tasks.lease import rotation_lease
 from keyrotor.tasks.pause import record_hold, stop_if_suspended
 from keyrotor.tasks.preflight import preflight, start_rotation
-from keyrotor.tasks.report import publish_rotation, tag_this_run
+from keyrotor.tasks.report import following, show, tag_this_run
 from keyrotor.tasks.rotation import introduce_new_key, retire_old_key
-from keyrotor.tasks.wait import suspend_until_woken, wait_until_old_key_is_quiet
+from keyrotor.tasks.wait import Waited, Watch, clear_wait, suspend_until_woken, wait_until_quiet
 
 
 @flow(name="rotate-access-key", flow_run_name=run_name("rotate"), persist_result=False, validate_parameters=True)
-def rotate_access_key(
-    user_name: str,
-    quiet_period: str | None = None,
-    poll_interval: str | None = None,
-    max_wait: str | None = None,
-    grace_period: str | None = None,
-    require_approval: bool = False,
-    accept_unsafe_quiet_period: bool = False,
-    force: bool = False,
-    account_id: str | None = None,
-) -> dict[str, Any] | State:
-    """Rotate ``user_name``'s access key, or continue the rotation in progress.
+def rotate_access_key(request: RotationRequest) -> RotationState | State:
+    """Rotate the user's access key, or continue the rotation in progress.
 
     Args:
-        user_name: The IAM user.
-        quiet_period: How long the old key must go unused after the publish (e.g. "1d"); default from settings.
-        poll_interval: How often to check the old key's last use while waiting (e.g. "15m").
-        max_wait: Stop waiting after this long, leaving both keys active (e.g. "7d").
-        grace_period: Keep the deactivated old key this long before deleting it (e.g. "7d"; "0s" deletes at once).
-        require_approval: Before deactivating, pause with the last-used evidence until an operator approves.
-        accept_unsafe_quiet_period: Allow a quiet period of 0s, or on real AWS one shorter than its 4h last-used lag.
-        force: Rotate even if keyrotor's last rotation created the current key moments ago.
-        account_id: The AWS account of the user (a member account is entered through KEYROTOR_ROLE_NAME); default:
-            the account of keyrotor's own credentials.
+        request: Who to rotate, in which account, how long to wait at each stage, and the operator's choices.
     """
     try:
-        options = RotationOptions(require_approval, accept_unsafe_quiet_period, force, account_id)
-        return rotate(user_name, quiet_period, poll_interval, max_wait, grace_period, options=options)
+        state = rotate(request, Settings())
     except KeyrotorError as error:
         return refused(error)
+    return rejected(state) if state.phase is Phase.REJECTED else state
 
 
-@dataclass(frozen=True)
-class RotationOptions:
-    """The operator's choices for one rotation besides its timings."""
-
-    require_approval: bool = False
-    accept_unsafe_quiet_period: bool = False
-    force: bool = False
-    account_id: str | None = None
-
-
-def rotate(user_name: str, *durations: str | None, options: RotationOptions = RotationOptions()) -> dict[str, Any]:
+def rotate(request: RotationRequest, settings: Settings) -> RotationState:
     """The procedure itself (see :func:`rotate_access_key`)."""
-    check_user_name(user_name)
-    settings = Settings()
-    timings = resolve_timings(settings, *durations)
-    accepted = options.accept_unsafe_quiet_period or settings.accept_unsafe_quiet_period
-    check_quiet_period(timings.quiet_period, real_aws=settings.real_aws, accepted=accepted)
-    overridden = any(value is not None for value in durations)
-    ctx = preflight(user_name, settings, options.account_id)
+    origin = Origin.FORM if deployment.id is not None else Origin.CLI
+    accepted = request.accept_unsafe_quiet_period or settings.accept_unsafe_quiet_period
+    check_quiet_period(request.quiet_period, real_aws=settings.real_aws, accepted=accepted, origin=origin)
+    ctx = following(preflight(request, settings))
     tag_this_run(ctx)
     with rotation_lease(ctx) as leased:
-        state = start_rotation(leased, timings, overridden, options.force)
+        state = start_rotation(leased, request)
         if state.phase.terminal:
-            return state.report()
+            return state
         continued = state.started_by != leased.actor  # recorded by an earlier run: it may have parked
+        waited = Waited(state)
         try:
             if not state.phase.reached(Phase.PUBLISHED):
                 state = introduce_new_key(leased, state)  # create, verify with STS, publish to Vault
             elif state.phase is Phase.PUBLISHED:
                 leased.records.discard_stash()  # a run may have died between recording the publish and this
-            waited = wait_until_old_key_is_quiet(leased, state, continued)
+            if state.phase is not Phase.PUBLISHED or state.old_key_id is None:
+                clear_wait(leased)
+                waited = Waited(state)
+            else:
+                waited = wait_until_quiet(leased, state, Watch.old_key(state), continued)
             state = waited.state
+            if waited.at_deadline and waited.evidence is not None:
+                stop_waiting(leased, state, waited.evidence.last_used)  # type: ignore[unused-coroutine]  # Prefect reads a NoReturn task as async
             if waited.parked is None:
-                if options.require_approval and waited.evidence is not None and state.phase is Phase.PUBLISHED:
-                    answer = ask_approval(leased, state, waited.evidence)
-                    if not answer.approve:
-                        state = reject_rotation(leased, state, answer.note)
-                        publish_rotation(leased, state)
-                        return state.report()
+                if request.require_approval and waited.evidence is not None and state.phase is Phase.PUBLISHED:
+                    answer = ask_approval(leased, state, waited.evidence.last_used)
+                    state = record_answer(leased, state, answer)
+                    if state.phase is Phase.REJECTED:
+                        return state
                 state = retire_old_key(leased, state)  # deactivate, then delete (grace period over) or schedule it
         except Pause:  # an operator paused the run (the UI's Pause) and Prefect stopped it at a step
-            record_hold(leased, "suspended from Prefect")
+            record_hold(leased, PauseKind.PREFECT, "suspended from Prefect")
             raise
         except Abort:  # Prefect refused to run the next task: the run was suspended meanwhile
             stop_if_suspended(leased, state)
             raise
-        except KeyrotorError:
-            publish_rotation(leased, leased.records.load_state() or state)
-            raise
     if waited.parked is not None:
-        publish_rotation(ctx, state, waiting=waited.parked)
+        show(ctx, state, working=False, wait=waited.parked)
         suspend_until_woken(ctx, waited.parked)  # the process exits; the waker resumes the run
-    get_run_logger().info("Rotation %s of %r: %s", state.rotation_id, user_name, state.phase.value)
-    publish_rotation(ctx, state)
-    return state.report()
+    get_run_logger().info("Rotation %s of %r: %s", state.rotation_id, request.user_name, state.phase.value)
+    return state

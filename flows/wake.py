@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from prefect import flow, get_run_logger
 
-from keyrotor.tasks.wake import keep_waking
+from keyrotor.waker.service import keep_waking
 
 
 @flow(name="wake-rotations", flow_run_name="wake parked rotations", persist_result=False)

@@ -3,7 +3,8 @@
 ``KEYROTOR_FAILPOINT=after-create-key`` makes the process SIGKILL itself at that point, exactly as a lost
 machine would stop it: no ``finally``, no Prefect hook, no lease release runs. ``KEYROTOR_STALL=saved-verified:8``
 makes it sleep 8 s there instead, so a test can act on a run that is busy (the Prefect UI's Pause is offered only
-for running runs). Unset (always, in production), a failpoint costs two environment lookups.
+for running runs). Unset (always, in production), a failpoint costs two environment lookups. The unit tests swap
+:data:`crash` for an exception, to crash the steps at every point in microseconds.
 """
 
 from __future__ import annotations
@@ -11,15 +12,24 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 
 ENV = "KEYROTOR_FAILPOINT"
 STALL_ENV = "KEYROTOR_STALL"
 
 
+def _kill(name: str) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+#: What reaching the named failpoint does: kill this process (tests of the steps alone raise instead).
+crash: Callable[[str], None] = _kill
+
+
 def failpoint(name: str) -> None:
-    """Kill this process with SIGKILL if ``KEYROTOR_FAILPOINT`` names this point; stall if ``KEYROTOR_STALL`` does."""
+    """Crash if ``KEYROTOR_FAILPOINT`` names this point; stall if ``KEYROTOR_STALL`` does."""
     if os.environ.get(ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+        crash(name)
     point, _, seconds = os.environ.get(STALL_ENV, "").partition(":")
     if point == name:
         time.sleep(float(seconds or 5))

@@ -8,55 +8,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from keyrotor.core.durations import format_duration, parse_duration
+from keyrotor.core.durations import Duration
+from keyrotor.core.timings import Timings
 from keyrotor.deployments.table import DELETE
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-
-
-class Timings(BaseModel, frozen=True):
-    """How long a rotation waits at each stage. Recorded in the rotation's state when it starts."""
-
-    quiet_period: Duration = Field(
-        default=timedelta(days=1),
-        description="How long the old key must go unused after the new key is published before it is deactivated.",
-    )
-    poll_interval: Duration = Field(
-        default=timedelta(minutes=15), description="How often the old key's last-used date is checked while waiting."
-    )
-    max_wait: Duration = Field(
-        default=timedelta(days=7),
-        description="Give up waiting after this long (counted from the publish); both keys then stay active.",
-    )
-    grace_period: Duration = Field(
-        default=timedelta(days=7), description="How long the deactivated old key is kept before it is deleted."
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Timings:
-        if self.poll_interval <= timedelta(0):
-            raise ValueError("poll-interval must be greater than zero")
-        if self.max_wait < self.quiet_period:
-            raise ValueError(
-                f"max-wait ({format_duration(self.max_wait)}) is shorter than the quiet period "
-                f"({format_duration(self.quiet_period)}): the old key could never be seen quiet"
-            )
-        return self
-
-    def with_overrides(self, **overrides: str | timedelta | None) -> Timings:
-        """Return these timings with the given (non-None) fields replaced and validated."""
-        values = self.model_dump()
-        values.update({name: value for name, value in overrides.items() if value is not None})
-        return Timings.model_validate(values)
-
-    def as_seconds(self) -> dict[str, float]:
-        """The timings as plain seconds, for the durable state record."""
-        return {name: value.total_seconds() for name, value in self.model_dump().items()}
 
 
 class Settings(BaseSettings):
@@ -107,6 +66,10 @@ class Settings(BaseSettings):
     )
     waker_lease_path: str = Field(
         default="keyrotor-waker/lease", description="Which waker is the one checking parked rotations now."
+    )
+    waker_lease_ttl: Duration = Field(
+        default=timedelta(seconds=15),
+        description="A waker that died is replaced by another (keyrotor serve, keyrotor waker) within this long.",
     )
     waker_interval: Duration = Field(
         default=timedelta(seconds=5),
@@ -176,7 +139,9 @@ class Settings(BaseSettings):
             "max_wait": self.max_wait,
             "grace_period": self.grace_period,
         }
-        self.timings = self.timings.with_overrides(**overrides)
+        given = {name: value for name, value in overrides.items() if value is not None}
+        if given:
+            self.timings = Timings.model_validate(self.timings.model_dump() | given)
         return self
 
     @property

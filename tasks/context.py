@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from keyrotor.adapters.iam import IamGateway
@@ -32,13 +34,17 @@ class RotationContext:
     actor: str
     flow_run_id: str | None = None
     lease: LeaseGuard | None = None
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)  # every wait and retry sleeps here
+    on_saved: Callable[[RotationContext, RotationState], None] | None = field(default=None, repr=False)
 
     def save(self, state: RotationState) -> RotationState:
         """Persist ``state`` (check-and-set), after making sure this run still holds the lease."""
         if self.lease is not None:
             self.lease.assert_held()
-        saved = self.records.save_state(state.evolve(last_flow_run_id=self.flow_run_id), self.actor)
+        saved = self.records.save_state(replace(state, last_flow_run_id=self.flow_run_id), self.actor)
         failpoint(f"saved-{saved.phase.value}")
+        if self.on_saved is not None:
+            self.on_saved(self, saved)
         return saved
 
     def holding(self, lease: LeaseGuard | None) -> RotationContext:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import NoReturn
 
 from prefect import get_run_logger
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from keyrotor.core.decisions import QuietCheck, check_quiet, orphan_keys
+from keyrotor.core.decisions import orphan_keys, slots_to_free
 from keyrotor.core.errors import (
     AwsError,
     AwsUnavailable,
@@ -45,16 +44,14 @@ def create_new_key(ctx: RotationContext, state: RotationState) -> RotationState:
     adopted = next((key for key in keys if key.key_id == stashed_id and key.key_id not in state.keys_before), None)
     if adopted is not None:
         logger.info("Adopting new key %s, created and stashed before an interruption", adopted.key_id)
-        return ctx.save(state.evolve(phase=Phase.CREATED, new_key_id=adopted.key_id, created_at=adopted.created))
-    orphans = orphan_keys(keys, state, stashed_key_id=None)
+        return ctx.save(replace(state, phase=Phase.CREATED, new_key_id=adopted.key_id, created_at=adopted.created))
+    orphans = orphan_keys(keys, state)
     for key_id in orphans:
         logger.warning("Deleting orphan key %s: created by an interrupted run, its secret was never saved", key_id)
         ctx.iam.delete_key(ctx.user_name, key_id)
-    remaining = [key for key in keys if key.key_id not in orphans]
-    stale = [key for key in remaining if not key.active and key.key_id != state.old_key_id]
-    for key in stale[: max(0, len(remaining) - 1)]:
-        logger.info("Deleting inactive key %s to free IAM's second key slot", key.key_id)
-        ctx.iam.delete_key(ctx.user_name, key.key_id)
+    for key_id in slots_to_free([key for key in keys if key.key_id not in orphans], keep=state.old_key_id):
+        logger.info("Deleting inactive key %s to free IAM's second key slot", key_id)
+        ctx.iam.delete_key(ctx.user_name, key_id)
 
     credentials = _create_key(ctx, state)
     failpoint("after-create-key")
@@ -67,7 +64,7 @@ def create_new_key(ctx: RotationContext, state: RotationState) -> RotationState:
     logger.info(
         "Created new key %s for %r (secret stashed in Vault, not yet published)", credentials.key_id, ctx.user_name
     )
-    return ctx.save(state.evolve(phase=Phase.CREATED, new_key_id=credentials.key_id, created_at=utcnow()))
+    return ctx.save(replace(state, phase=Phase.CREATED, new_key_id=credentials.key_id, created_at=utcnow()))
 
 
 def _create_key(ctx: RotationContext, state: RotationState) -> NewCredentials:
@@ -75,23 +72,26 @@ def _create_key(ctx: RotationContext, state: RotationState) -> NewCredentials:
     nobody received. It is found (not among the keys the rotation started with) and deleted before trying again,
     through an outage of up to the AWS retry timeout."""
     logger = get_run_logger()
-    deadline = time.monotonic() + ctx.settings.aws_retry_timeout.total_seconds()
-    pause = 0.5
-    while True:
+
+    def delete_unreceived(retry_state: RetryCallState) -> None:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        logger.warning("No clear answer to CreateAccessKey (%s); looking at the user's keys", error)
         try:
-            return ctx.iam.create_key(ctx.user_name)
-        except CreateAnswerLost as error:
-            if time.monotonic() > deadline:
-                raise
-            logger.warning("No clear answer to CreateAccessKey (%s); looking at the user's keys", error)
-            time.sleep(pause)
-            pause = min(pause * 2, 15)
-            try:
-                for key_id in orphan_keys(ctx.iam.list_keys(ctx.user_name), state, stashed_key_id=None):
-                    logger.warning("Deleting key %s: created by that call, its secret never arrived", key_id)
-                    ctx.iam.delete_key(ctx.user_name, key_id)
-            except AwsUnavailable as unavailable:
-                logger.warning("AWS still unavailable (%s); trying again", unavailable)
+            for key_id in orphan_keys(ctx.iam.list_keys(ctx.user_name), state):
+                logger.warning("Deleting key %s: created by that call, its secret never arrived", key_id)
+                ctx.iam.delete_key(ctx.user_name, key_id)
+        except AwsUnavailable as unavailable:
+            logger.warning("AWS still unavailable (%s); trying again", unavailable)
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(CreateAnswerLost),
+        stop=stop_after_delay(ctx.settings.aws_retry_timeout.total_seconds()),
+        wait=wait_exponential(multiplier=0.5, max=15),
+        before_sleep=delete_unreceived,
+        sleep=ctx.sleep,
+        reraise=True,
+    )
+    return retrying(ctx.iam.create_key, ctx.user_name)
 
 
 @step("verify-new-key")
@@ -117,7 +117,7 @@ def verify_new_key(ctx: RotationContext, state: RotationState) -> RotationState:
     if not arn.endswith(f"/{ctx.user_name}"):
         _abandon_new_key(ctx, state, f"it authenticates as {arn}, not as user {ctx.user_name!r}")
     get_run_logger().info("New key %s authenticates as %s", state.new_key_id, arn)
-    return ctx.save(state.evolve(phase=Phase.VERIFIED, verified_at=utcnow()))
+    return ctx.save(replace(state, phase=Phase.VERIFIED, verified_at=utcnow()))
 
 
 def _caller_arn_with_retries(ctx: RotationContext, credentials: NewCredentials) -> str:
@@ -125,6 +125,7 @@ def _caller_arn_with_retries(ctx: RotationContext, credentials: NewCredentials) 
         retry=retry_if_exception_type(TransientError),
         stop=stop_after_delay(ctx.settings.verify_timeout.total_seconds()),
         wait=wait_exponential(multiplier=0.5, max=8),
+        sleep=ctx.sleep,
         reraise=True,
     )
     return retrying(ctx.iam.caller_arn, credentials)
@@ -136,36 +137,8 @@ def _abandon_new_key(ctx: RotationContext, state: RotationState, reason: str) ->
         ctx.iam.delete_key(ctx.user_name, key_id)
     ctx.records.discard_stash()
     message = f"new key {key_id} was deleted because {reason}; the old key {state.old_key_id} is unchanged"
-    ctx.save(state.evolve(phase=Phase.FAILED, error=message, completed_at=utcnow()))
+    ctx.save(replace(state, phase=Phase.FAILED, error=message, completed_at=utcnow()))
     raise VerificationFailed(message)
-
-
-@dataclass(frozen=True)
-class OldKeyCheck:
-    """One poll of the old key while waiting: the evidence and the decision."""
-
-    last_used: LastUsed
-    decision: QuietCheck
-
-
-def check_old_key(ctx: RotationContext, state: RotationState) -> OldKeyCheck:
-    """Read the old key's last use and decide whether it has been quiet long enough since the publish.
-
-    A plain function, not a task: a week's wait polls hundreds of times, and each poll is one read whose evidence
-    goes to the run's log.
-    """
-    assert state.old_key_id and state.published_at and state.wait_deadline
-    last_used = ctx.iam.last_used(state.old_key_id)
-    decision = check_quiet(
-        published_at=state.published_at,
-        last_used=last_used,
-        quiet_period=state.timing("quiet_period"),
-        poll_interval=state.timing("poll_interval"),
-        deadline=state.wait_deadline,
-        now=utcnow(),
-    )
-    get_run_logger().info("Old key: %s -> %s", last_used.describe(), decision.outcome.value)
-    return OldKeyCheck(last_used, decision)
 
 
 @step("deactivate-old-key")
@@ -193,7 +166,7 @@ def deactivate_old_key(ctx: RotationContext, state: RotationState) -> RotationSt
         get_run_logger().info("Deactivated old key %s of %r", old_key.key_id, ctx.user_name)
     now = utcnow()
     return ctx.save(
-        state.evolve(phase=Phase.DEACTIVATED, deactivated_at=now, delete_after=now + state.timing("grace_period"))
+        replace(state, phase=Phase.DEACTIVATED, deactivated_at=now, delete_after=now + state.timings.grace_period)
     )
 
 
@@ -222,16 +195,16 @@ def delete_deactivated_key(ctx: RotationContext, state: RotationState) -> Rotati
         ctx.iam.delete_key(ctx.user_name, old_key.key_id)
         failpoint("after-delete")
         get_run_logger().info("Deleted old key %s of %r", old_key.key_id, ctx.user_name)
-    return ctx.save(state.evolve(phase=Phase.COMPLETED, completed_at=now))
+    return ctx.save(replace(state, phase=Phase.COMPLETED, completed_at=now))
 
 
 @step("stop-waiting")
-def stop_waiting(ctx: RotationContext, state: RotationState, check: OldKeyCheck) -> NoReturn:
+def stop_waiting(ctx: RotationContext, state: RotationState, last_used: LastUsed) -> NoReturn:
     """At the deadline, with the old key still in use: record the evidence, leave both keys active, stop."""
     message = (
         f"old key {state.old_key_id} was still in use at the deadline {state.wait_deadline}: "
-        f"{check.last_used.describe()}. Both keys stay active. Find the application still using it, then run "
+        f"{last_used.describe()}. Both keys stay active. Find the application still using it, then run "
         f"`keyrotor rotate {ctx.user_name}` again to keep waiting (or roll back)."
     )
-    ctx.save(state.evolve(halted=message, last_used=check.last_used.to_record()))
+    ctx.save(replace(state, halted=message, last_used=last_used))
     raise StillInUse(message)

@@ -9,29 +9,32 @@ run it has paused.
 
 from __future__ import annotations
 
-from prefect.exceptions import Pause
+from dataclasses import replace
+
+from prefect.exceptions import Pause as PrefectPause
 from prefect.runtime import deployment
 
 from keyrotor.adapters.prefect_api import run_state
 from keyrotor.adapters.records import hold_rotation
 from keyrotor.core.errors import KeyrotorError
-from keyrotor.core.model import RotationState
+from keyrotor.core.model import Pause, PauseKind, RotationState
 from keyrotor.core.timestamps import utcnow
 from keyrotor.tasks.context import RotationContext
 
 
-def record_pause(ctx: RotationContext, state: RotationState, reason: str) -> RotationState:
+def record_pause(ctx: RotationContext, state: RotationState, kind: PauseKind, reason: str) -> RotationState:
     """Write the pause into the durable state (this run is the one to resume), while holding the lease."""
-    saved = ctx.save(state.evolve(paused_run_id=ctx.flow_run_id, paused_at=utcnow(), pause_reason=reason))
+    assert ctx.flow_run_id is not None
+    saved = ctx.save(replace(state, pause=Pause(ctx.flow_run_id, utcnow(), kind, reason)))
     ctx.waiting.hold(ctx.account_id, ctx.user_name, held=True)
     return saved
 
 
-def record_hold(ctx: RotationContext, reason: str, run_id: str | None = None) -> RotationState | None:
+def record_hold(ctx: RotationContext, kind: PauseKind, reason: str, run_id: str | None = None) -> RotationState | None:
     """Record a pause of ``run_id`` (default: this run) without holding the lease: after the run let go of it."""
     paused_run = run_id or ctx.flow_run_id
     assert paused_run is not None
-    return hold_rotation(ctx.records, ctx.waiting, ctx.account_id, ctx.user_name, paused_run, reason, ctx.actor)
+    return hold_rotation(ctx.records, ctx.waiting, Pause(paused_run, utcnow(), kind, reason), ctx.actor)
 
 
 def stop_if_suspended(ctx: RotationContext, state: RotationState) -> None:
@@ -43,5 +46,6 @@ def stop_if_suspended(ctx: RotationContext, state: RotationState) -> None:
     except KeyrotorError:
         return  # Prefect unreachable: a missed look, tried again at the next one
     if current is not None and current.is_paused():
-        record_pause(ctx, ctx.records.load_state() or state, "suspended from Prefect")
-        raise Pause(state=current)
+        recorded = ctx.records.load_state() or state
+        record_pause(ctx, recorded, PauseKind.PREFECT, "suspended from Prefect")
+        raise PrefectPause(state=current)

@@ -3,32 +3,33 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from prefect import get_run_logger
 from prefect.runtime import flow_run
 
-from keyrotor.adapters.accounts import check_account_id
 from keyrotor.adapters.connections import Connections, whoami
 from keyrotor.adapters.prefect_api import WAITING, run_state
-from keyrotor.core.decisions import plan_slots
+from keyrotor.core.decisions import old_key_of, within_cooldown
 from keyrotor.core.durations import format_duration
 from keyrotor.core.errors import PreconditionFailed, RotationConflict
-from keyrotor.core.inputs import check_user_name
+from keyrotor.core.inputs import RotationRequest, UserRequest
 from keyrotor.core.model import AccessKey, Phase, RotationState
-from keyrotor.core.timestamps import utcnow
-from keyrotor.settings import Settings, Timings
+from keyrotor.core.timestamps import as_utc, utcnow
+from keyrotor.core.timings import Timings
+from keyrotor.settings import Settings
 from keyrotor.tasks import step
 from keyrotor.tasks.context import RotationContext
 
 #: How long the first look at Vault retries before a run gives up, changing nothing (an operator is waiting).
 FIRST_CONTACT = timedelta(seconds=5)
+#: The IAM user tag that keeps keyrotor away from a user (a break-glass account, say), unless forced.
+EXEMPT_TAG = "keyrotor:exempt"
 
 
-def preflight(
-    user_name: str, settings: Settings, account_id: str | None = None, purpose: str = "rotate"
-) -> RotationContext:
-    """Connect to AWS (in ``account_id``: the caller's own account when None) and Vault and check, read-only, that
+def preflight(request: UserRequest, settings: Settings, purpose: str = "rotate") -> RotationContext:
+    """Connect to AWS (in the request's account: the caller's own when empty) and Vault and check, read-only, that
     the rotation can run at all.
 
     A plain function, not a task: it changes nothing, and its failure is the flow run's failure, message and all.
@@ -36,19 +37,17 @@ def preflight(
     Fails before any change when Vault is unreachable, the token is refused, the mount is missing or not
     KV v2, AWS credentials are wrong, the role in the member account cannot be assumed, or the user does not exist.
     """
-    check_user_name(user_name)
-    if account_id is not None:
-        check_account_id(account_id)
-    connections = Connections.from_settings(settings).for_account(account_id, f"{purpose}-{user_name}")
+    user = request.user_name
+    connections = Connections.from_settings(settings).for_account(request.account, f"{purpose}-{user}")
     connections.kv.check(retry_for=min(settings.vault_retry_timeout, FIRST_CONTACT))
-    connections.iam.ensure_user(user_name)
+    connections.iam.ensure_user(user)
     run_id = flow_run.get_id()
     actor = f"{whoami()}, flow run {flow_run.get_name() or '-'} ({run_id or 'none'})"
     return RotationContext(
-        user_name=user_name,
+        user_name=user,
         account_id=connections.account_id,
         iam=connections.iam,
-        records=connections.records(user_name),
+        records=connections.records(user),
         waiting=connections.waiting,
         settings=settings,
         actor=actor,
@@ -56,33 +55,51 @@ def preflight(
     )
 
 
+def refuse_exempt(ctx: RotationContext, force: bool) -> None:
+    """Refuse (PreconditionFailed, nothing changed) to act on a user tagged ``keyrotor:exempt`` unless forced:
+    the remediation leaves such users alone, and a break-glass user is exactly what the tag protects."""
+    value = ctx.iam.user_tags(ctx.user_name).get(EXEMPT_TAG)
+    if value is None or value.lower() in ("false", "no", "0"):
+        return
+    if force:
+        get_run_logger().warning("%r is tagged %s=%s; rotating it because forced", ctx.user_name, EXEMPT_TAG, value)
+        return
+    raise PreconditionFailed(
+        f"IAM user {ctx.user_name!r} is tagged {EXEMPT_TAG}={value}: keyrotor leaves it alone. Remove the tag, or "
+        "force it (--force, or force in the form) if you really mean to rotate it"
+    )
+
+
 @step("start-rotation")
-def start_rotation(ctx: RotationContext, timings: Timings, overridden: bool, force: bool = False) -> RotationState:
+def start_rotation(ctx: RotationContext, request: RotationRequest) -> RotationState:
     """Continue the rotation in progress, or record a new one after choosing the key to retire.
 
     See :func:`continue_recorded` for carrying on. A new rotation is refused (nothing changed) when the user has
-    two active keys, or (unless ``force``) when keyrotor's last rotation created the current key moments ago.
+    two active keys, or (unless forced) when keyrotor's last rotation of the user was due within the cooldown.
     """
     logger = get_run_logger()
     previous = ctx.records.load_state()
     now = utcnow()
-    recorded = continue_recorded(ctx, previous, timings, overridden)
+    recorded = continue_recorded(ctx, previous, request.timings)
     if recorded is not None:
         return recorded
 
     keys = ctx.iam.list_keys(ctx.user_name)
-    if not force:
-        refuse_if_just_rotated(ctx, previous, keys, now)
-    plan = plan_slots(ctx.user_name, keys)
+    requested_at = requested_time(now)
+    refuse_exempt(ctx, request.force)
+    if not request.force:
+        refuse_if_just_rotated(ctx, previous, keys, requested_at)
+    old_key = old_key_of(ctx.user_name, keys)
     state = RotationState(
         rotation_id=uuid.uuid4().hex[:12],
         user_name=ctx.user_name,
         account_id=ctx.account_id,
         phase=Phase.STARTED,
-        timings=timings.as_seconds(),
+        timings=request.timings,
         started_at=now,
         started_by=ctx.actor,
-        old_key_id=plan.old_key.key_id if plan.old_key else None,
+        requested_at=requested_at,
+        old_key_id=old_key.key_id if old_key else None,
         keys_before=tuple(key.key_id for key in keys),
         flow_run_id=ctx.flow_run_id,
         version=previous.version if previous else 0,
@@ -98,14 +115,19 @@ def start_rotation(ctx: RotationContext, timings: Timings, overridden: bool, for
     return state
 
 
-def continue_recorded(
-    ctx: RotationContext, previous: RotationState | None, timings: Timings, overridden: bool
-) -> RotationState | None:
+def requested_time(now: datetime) -> datetime:
+    """When this run was due: its scheduled start (a schedule's time, or when it was asked for), never later than
+    now. The cooldown counts between these, so a schedule's own start-up delays never make it refuse."""
+    scheduled = flow_run.get_scheduled_start_time() if flow_run.get_id() else None
+    return min(as_utc(scheduled), now) if scheduled is not None else now
+
+
+def continue_recorded(ctx: RotationContext, previous: RotationState | None, timings: Timings) -> RotationState | None:
     """The recorded rotation this run must carry on (or has ended), or None when a new one may start.
 
     Refuses while a rollback is unfinished or another flow run holds the rotation paused. A run resumed after its
-    pause clears the pause; a rotation that stopped at its wait deadline gets a fresh deadline; timings given
-    explicitly to this run replace the recorded ones.
+    pause clears the pause; a rotation that stopped at its wait deadline gets a fresh deadline; the run's timings
+    replace the recorded ones when they differ (said in the log).
     """
     logger = get_run_logger()
     if previous is None:
@@ -115,26 +137,28 @@ def continue_recorded(
             logger.info("This flow run's rotation %s has ended (%s)", previous.rotation_id, previous.phase.value)
             return previous  # a retry or a resume of a flow run: never start a second rotation
         return None
+    if previous.phase is Phase.ROLLING_BACK:
+        started = previous.rollback.started_at.isoformat() if previous.rollback else "?"
+        raise RotationConflict(
+            f"rotation {previous.rotation_id} of {ctx.user_name!r} is being rolled back (since {started}); "
+            f"`keyrotor status {ctx.user_name}` says what the rollback waits for, `keyrotor rollback "
+            f"{ctx.user_name}` continues it"
+        )
     logger.info(
         "Continuing %s %s of %r from phase %r (started %s by %s)",
-        previous.kind,
+        previous.kind.value,
         previous.rotation_id,
         ctx.user_name,
         previous.phase.value,
         previous.started_at.isoformat(),
         previous.started_by,
     )
-    if previous.rollback_started_at is not None:
-        raise RotationConflict(
-            f"a rollback of rotation {previous.rotation_id} started at {previous.rollback_started_at.isoformat()} "
-            f"and did not finish; run `keyrotor rollback {ctx.user_name}` to finish it"
-        )
-    paused_run = previous.paused_run_id or _paused_in_prefect(previous.last_flow_run_id)
+    paused_run = previous.pause.run_id if previous.pause else _paused_in_prefect(previous.last_flow_run_id)
     if paused_run and paused_run != ctx.flow_run_id:
+        since = f", since {previous.pause.at.isoformat()}" if previous.pause else ""
         raise RotationConflict(
-            f"rotation {previous.rotation_id} of {ctx.user_name!r} is paused (flow run {paused_run}"
-            f"{', since ' + previous.paused_at.isoformat() if previous.paused_at else ''}); resume it in the "
-            f"Prefect UI or with `keyrotor resume {ctx.user_name}`, or roll it back"
+            f"rotation {previous.rotation_id} of {ctx.user_name!r} is paused (flow run {paused_run}{since}); resume "
+            f"it in the Prefect UI or with `keyrotor resume {ctx.user_name}`, or roll it back"
         )
     parked = ctx.waiting.read(ctx.account_id, ctx.user_name)
     if parked is not None and parked.flow_run_id != ctx.flow_run_id and _alive_in_prefect(parked.flow_run_id):
@@ -143,36 +167,46 @@ def continue_recorded(
             f"old key to go quiet (next check at {parked.next_check_at.isoformat(timespec='seconds')}); it holds no "
             f"process. See `keyrotor status {ctx.user_name}`; pause, resume or roll it back instead"
         )
-    changes: dict[str, object] = {}
-    if previous.paused_run_id:
-        logger.info("Resuming after the pause of %s", previous.paused_at.isoformat() if previous.paused_at else "?")
-        changes.update(paused_run_id=None, paused_at=None, pause_reason=None)
-    if overridden and previous.timings != timings.as_seconds():
-        changes["timings"] = timings.as_seconds()
-    if previous.halted:
-        logger.info("The last run stopped at its wait deadline (%s); waiting again", previous.halted)
-        wait = timings.max_wait if overridden else previous.timing("max_wait")
-        changes.update(halted=None, wait_deadline=utcnow() + wait)
-    return ctx.save(previous.evolve(**changes)) if changes else previous
+    state = previous
+    if state.pause is not None:
+        logger.info("Resuming after the pause of %s (%s)", state.pause.at.isoformat(), state.pause.reason)
+        state = replace(state, pause=None)
+    if state.timings != timings:
+        logger.info("This run's timings replace the recorded ones: %s", _changed(state.timings, timings))
+        state = replace(state, timings=timings)
+    if state.halted:
+        logger.info("The last run stopped at its wait deadline (%s); waiting again", state.halted)
+        state = replace(state, halted=None, wait_deadline=utcnow() + timings.max_wait)
+    return ctx.save(state) if state != previous else previous
+
+
+def _changed(before: Timings, after: Timings) -> str:
+    names = [name for name in Timings.model_fields if getattr(before, name) != getattr(after, name)]
+    return ", ".join(
+        f"{name.replace('_', ' ')} {format_duration(getattr(before, name))} -> {format_duration(getattr(after, name))}"
+        for name in names
+    )
 
 
 def refuse_if_just_rotated(
-    ctx: RotationContext, previous: RotationState | None, keys: list[AccessKey], now: datetime
+    ctx: RotationContext, previous: RotationState | None, keys: list[AccessKey], requested_at: datetime
 ) -> None:
-    """Refuse a new rotation of a key that keyrotor's last rotation created within the cooldown: two rotations in a
-    row (two commands at once, a schedule and a person) would make applications switch keys twice for nothing."""
+    """Refuse a new rotation of a key that keyrotor's last rotation created, when that rotation was due within the
+    cooldown of this one: two rotations in a row (two commands at once, a schedule and a person) would make
+    applications switch keys twice for nothing. A schedule every cooldown or longer is never refused."""
     if previous is None or previous.phase is not Phase.COMPLETED or previous.retirement or not previous.new_key_id:
         return
     current = next((key for key in keys if key.key_id == previous.new_key_id and key.active), None)
     cooldown = ctx.settings.rotation_cooldown
-    if current is None or now - current.created >= cooldown:
+    previous_due = previous.requested_at or previous.started_at
+    if current is None or not within_cooldown(previous_due, requested_at, cooldown):
         return
     ended = previous.completed_at.isoformat() if previous.completed_at else "?"
     raise RotationConflict(
         f"{ctx.user_name!r} was just rotated: rotation {previous.rotation_id} (started by {previous.started_by}) "
         f"created its key {current.key_id} at {current.created.isoformat()} and completed at {ended}. Rotating "
-        f"again within {format_duration(cooldown)} would make applications switch keys twice; pass --force "
-        "(parameter force) to rotate anyway"
+        f"again within {format_duration(cooldown)} would make applications switch keys twice; force it (--force, "
+        "or force in the form) to rotate anyway"
     )
 
 

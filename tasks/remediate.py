@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from prefect import Flow, get_run_logger
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import TagsContext
 
 from keyrotor.adapters.accounts import RoleToAssume
 from keyrotor.adapters.connections import Connections
 from keyrotor.adapters.credential_report import AccountsAudit, audit_accounts
-from keyrotor.adapters.prefect_api import deployment_ids, start_run
+from keyrotor.adapters.prefect_api import UserFlow, deployment_ids, run_here, start_run
 from keyrotor.audit.settings import AuditSettings
-from keyrotor.core.timestamps import utcnow
+from keyrotor.core.inputs import Request, RetirementRequest, RotationRequest, TimingFields
+from keyrotor.core.naming import run_title, user_tags
 from keyrotor.remediation.plan import Action, UserPlan
 from keyrotor.remediation.survey import plan_accounts
 from keyrotor.settings import Settings
 from keyrotor.tasks import step
-from keyrotor.tasks.report import user_tags
 
 
 @step("audit-accounts")
@@ -99,8 +100,8 @@ def publish_audit_and_plan(audited: AccountsAudit, plans: list[UserPlan]) -> Non
 class Remedies:
     """The remedy flows (handed in by the remediation flow: steps never import flows) and which are deployed."""
 
-    rotate: Flow[..., Any]
-    retire: Flow[..., Any]
+    rotate: UserFlow
+    retire: UserFlow
     deployed: frozenset[str] = frozenset()
 
     def with_deployments(self) -> Remedies:
@@ -110,61 +111,86 @@ class Remedies:
         return dataclasses.replace(self, deployed=frozenset(name for name, full in names.items() if full in found))
 
 
-def remediate_user(
-    plan: UserPlan, timings: dict[str, str | bool | None], unused_days: int, remedies: Remedies
-) -> dict[str, Any]:
+def remedy_request(plan: UserPlan, timings: TimingFields, unused_days: int) -> Request | None:
+    """The request that carries out a user's plan (None: nothing to do), with the remediation's timings."""
+    who = {"user_name": plan.user, "account_id": plan.account_id or ""} | timings.timing_fields()
+    if plan.action is Action.ROTATE:
+        return RotationRequest.model_validate(who)
+    retire = who | {"key_id": plan.key_id, "keep_key_id": plan.keep_key_id or ""}
+    if plan.action is Action.RETIRE:
+        return RetirementRequest.model_validate(retire)
+    if plan.action is Action.DEACTIVATE_UNUSED:  # already unused for unused_days: no quiet wait from now
+        unused = retire | {"keep_key_id": "", "min_idle_days": unused_days, "quiet_period": timedelta(0)}
+        return RetirementRequest.model_validate(unused | {"accept_unsafe_quiet_period": True})
+    return None
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """One user's remedy: what it was, and how it went (``started``, ``already started``, a phase, ``failed``)."""
+
+    plan: UserPlan
+    outcome: str
+    reason: str = ""
+    flow_run_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "account_id": self.plan.account_id,
+            "user": self.plan.user,
+            "action": self.plan.action.value,
+            "outcome": self.outcome,
+            "reason": self.reason or self.plan.reason,
+            **({"flow_run_id": self.flow_run_id} if self.flow_run_id else {}),
+        }
+
+
+def remediate_user(plan: UserPlan, timings: TimingFields, unused_days: int, remedies: Remedies) -> Remedy:
     """Start (or, without deployments, carry out) one user's remedy as its own flow run; a failure is reported
     (never raised) with its reason.
 
     A plain function, not a task: the user's flow run is what shows (and can be paused or rolled back) in Prefect;
-    the outcome names it (``flow_run_id``). With a deployment the run is only started: it works on a runner or
-    worker and holds nothing while it waits, and this returns at once (outcome ``started``).
+    the outcome names it. With a deployment the run is only started: it works on a runner or worker and holds
+    nothing while it waits, and this returns at once (outcome ``started``).
     """
-    outcome: dict[str, Any] = {
-        "account_id": plan.account_id,
-        "user": plan.user,
-        "action": plan.action.value,
-        "reason": plan.reason,
-    }
-    who = {"user_name": plan.user, "account_id": plan.account_id}
-    retire = who | {"key_id": plan.key_id, "keep_key_id": plan.keep_key_id} | timings
     try:
-        if plan.action is Action.ROTATE:
-            phase, run_id = _run_remedy(remedies.rotate, who | timings, remedies, plan)
-        elif plan.action is Action.RETIRE:
-            phase, run_id = _run_remedy(remedies.retire, retire, remedies, plan)
-        elif plan.action is Action.DEACTIVATE_UNUSED:
-            unused = retire | {"keep_key_id": None, "min_idle_days": unused_days, "quiet_period": "0s"}
-            phase, run_id = _run_remedy(remedies.retire, unused, remedies, plan)
-        else:
-            return outcome | {"outcome": "unchanged"}
+        request = remedy_request(plan, timings, unused_days)
+        if request is None:
+            return Remedy(plan, "unchanged")
+        remedy = remedies.rotate if plan.action is Action.ROTATE else remedies.retire
+        outcome, run_id = _run_remedy(remedy, request, remedies, plan)
     except Exception as error:  # noqa: BLE001 - one user's failure, whatever it is, never stops the others
-        return outcome | {"outcome": "failed", "reason": f"{type(error).__name__}: {error}"}
-    return outcome | {"outcome": phase, "flow_run_id": run_id}
+        return Remedy(plan, "failed", f"{type(error).__name__}: {error}")
+    return Remedy(plan, outcome, flow_run_id=run_id)
 
 
-def _run_remedy(
-    flow_function: Flow[..., Any], parameters: dict[str, Any], remedies: Remedies, plan: UserPlan
-) -> tuple[str, str | None]:
+def _run_remedy(remedy: UserFlow, request: Request, remedies: Remedies, plan: UserPlan) -> tuple[str, str | None]:
     """Start the user's flow from its deployment when there is one (so it can be paused from the UI, and waits
     without a process), else run it in this process. Both carry the tags of the calling context.
 
     Returns the outcome (the phase at the end of an in-process run; ``started`` or ``already started`` for a
     deployment run) and the run's id. Starting is idempotent per user, action and key: a second remediation while
-    the first one's run has not started yet finds that run instead of starting another.
+    the first one's run has not ended finds that run instead of starting another (its tags name the remediation
+    that created it).
     """
-    if flow_function.name not in remedies.deployed:
-        report = flow_function(**parameters)
-        return str(report["phase"]), report.get("last_flow_run_id") or report.get("flow_run_id")
-    tags = [*TagsContext.get().current_tags, *user_tags(plan.user, plan.account_id)]
+    if remedy.name not in remedies.deployed:
+        record = run_here(remedy, request)
+        return record.phase.value, record.last_flow_run_id or record.flow_run_id
+    ours = [*TagsContext.get().current_tags, *user_tags(plan.user, plan.account_id)]
     run = start_run(
-        f"{flow_function.name}/{flow_function.name}",
-        parameters,
-        sorted(set(tags)),
+        f"{remedy.name}/{remedy.name}",
+        {"request": request.model_dump(mode="json")},
+        sorted(set(ours)),
         idempotency_key=f"remedy:{plan.account_id}:{plan.user}:{plan.action.value}:{plan.key_id}",
+        flow_run_name=_remedy_name(plan),
     )
-    fresh = run.created is None or (utcnow() - run.created).total_seconds() < 30
-    return ("started" if fresh else "already started"), str(run.id)
+    return ("started" if set(ours) <= set(run.tags) else "already started"), str(run.id)
+
+
+def _remedy_name(plan: UserPlan) -> str:
+    if plan.action is Action.ROTATE:
+        return run_title("rotate", plan.user, plan.account_id)
+    return run_title("retire", plan.user, plan.account_id, plan.key_id)
 
 
 @step("publish-outcome")

@@ -1,37 +1,27 @@
-"""What a rotation shows in the Prefect UI besides its logs: tags that say whose it is, and a markdown artifact.
+"""What a rotation shows in the Prefect UI besides its logs: tags that say whose it is, and its view as an artifact,
+published again on every change the run makes (see :mod:`keyrotor.control.view`).
 
-The artifact has one key per user, so the latest version is always at hand in the UI's Artifacts page and on the
-run. Both are best effort: a rotation never fails because the UI could not be told about it.
+Both are best effort: a rotation never fails because the UI could not be told about it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
+from dataclasses import replace
 
 from prefect import get_run_logger
-from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from keyrotor.adapters.prefect_api import add_tags, prefect_call
+from keyrotor.adapters.prefect_api import add_tags
+from keyrotor.adapters.prefect_runs import PrefectRuns
+from keyrotor.control.view import publish_view, view_of
 from keyrotor.core.errors import PrefectUnavailable
-from keyrotor.core.model import RotationState, Wait
-from keyrotor.core.outlook import outlook, rotation_markdown
+from keyrotor.core.model import LeaseData, RotationState, Wait
+from keyrotor.core.naming import user_tags
 from keyrotor.core.timestamps import utcnow
 from keyrotor.tasks.context import RotationContext
 
-
-def user_tags(user_name: str, account_id: str | None = None) -> list[str]:
-    """The tags of every flow run acting on a user: filter the UI's run list by them."""
-    return [f"user:{user_name}", *([f"account:{account_id}"] if account_id else [])]
-
-
-def artifact_key(user_name: str, account_id: str) -> str:
-    """``rotation-<account>-<user>-<hash>``: Prefect keys allow lowercase letters, digits and dashes only; the hash
-    keeps two names that differ only in the characters replaced apart."""
-    slug = re.sub(r"[^a-z0-9]+", "-", user_name.lower()).strip("-")[:40]
-    digest = hashlib.sha256(f"{account_id}/{user_name}".encode()).hexdigest()[:6]
-    return f"rotation-{account_id}-{slug}-{digest}"
+#: The lease as a run that holds it sees it: the view then says a run is working on the rotation.
+_HELD = LeaseData(owner="this run", expires_at=None)
 
 
 def tag_this_run(ctx: RotationContext) -> None:
@@ -44,17 +34,14 @@ def tag_this_run(ctx: RotationContext) -> None:
         get_run_logger().warning("Could not tag the flow run: %s", error)
 
 
-def publish_rotation(ctx: RotationContext, state: RotationState, waiting: Wait | None = None) -> None:
-    """Publish the rotation's markdown artifact (where it is, keys, evidence, timeline, what happens next); for a
-    parked rotation, ``waiting`` says when the waker looks next."""
-    next_check = waiting.next_check_at if waiting is not None else None
-    view = outlook(state, ctx.user_name, utcnow(), next_check_at=next_check)
-    try:
-        with prefect_call("publish the rotation's artifact"):
-            create_markdown_artifact(
-                key=artifact_key(ctx.user_name, ctx.account_id),
-                markdown=rotation_markdown(state, view),
-                description=f"{state.kind} of {ctx.user_name}: {state.phase.value}",
-            )
-    except PrefectUnavailable as error:
-        get_run_logger().warning("Could not publish the rotation's artifact: %s", error)
+def show(ctx: RotationContext, state: RotationState, *, working: bool, wait: Wait | None = None) -> None:
+    """Publish the rotation's view: while the run works on it (``working``: it holds the lease), or once it let go
+    (parked with ``wait``, or ended)."""
+    now = utcnow()
+    lease = replace(_HELD, expires_at=now + ctx.settings.lease_ttl) if working else None
+    publish_view(PrefectRuns(), view_of(ctx.user_name, ctx.account_id, state, wait, lease, now))
+
+
+def following(ctx: RotationContext) -> RotationContext:
+    """``ctx``, publishing the rotation's view after every state it saves."""
+    return replace(ctx, on_saved=lambda saver, state: show(saver, state, working=saver.lease is not None))

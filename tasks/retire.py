@@ -8,32 +8,28 @@ from datetime import timedelta
 from prefect import get_run_logger
 
 from keyrotor.core.errors import PreconditionFailed
-from keyrotor.core.model import RETIREMENT, Phase, RotationState
+from keyrotor.core.inputs import RetirementRequest
+from keyrotor.core.model import Phase, RotationKind, RotationState
 from keyrotor.core.timestamps import utcnow
-from keyrotor.settings import Timings
 from keyrotor.tasks import step
 from keyrotor.tasks.context import RotationContext
 from keyrotor.tasks.preflight import continue_recorded
 
 
 @step("start-retirement")
-def start_retirement(
-    ctx: RotationContext,
-    timings: Timings,
-    overridden: bool,
-    key_id: str,
-    keep_key_id: str | None,
-    min_idle: timedelta | None,
-) -> RotationState:
-    """Record the retirement of ``key_id`` (keeping ``keep_key_id``), or continue the one in progress.
+def start_retirement(ctx: RotationContext, request: RetirementRequest) -> RotationState:
+    """Record the retirement of the request's key (keeping ``keep_key_id``), or continue the one in progress.
 
     Checked live first, changing nothing when it fails: the key exists and is Active, the key kept (if any) is
-    Active, Vault does not name the key to retire, and with ``min_idle`` the key is still unused for that long.
+    Active, Vault does not name the key to retire, and with ``min_idle_days`` the key is still unused for that long.
     The quiet period starts now: the key is deactivated once it has gone unused that long.
     """
-    recorded = continue_recorded(ctx, ctx.records.load_state(), timings, overridden)
+    timings = request.timings
+    recorded = continue_recorded(ctx, ctx.records.load_state(), timings)
     if recorded is not None:
         return recorded
+    key_id, keep_key_id = request.key_id, request.keep_key_id or None
+    min_idle = timedelta(days=request.min_idle_days) if request.min_idle_days else None
     keys = {key.key_id: key for key in ctx.iam.list_keys(ctx.user_name)}
     key = keys.get(key_id)
     if key is None or not key.active:
@@ -56,8 +52,8 @@ def start_retirement(
         user_name=ctx.user_name,
         account_id=ctx.account_id,
         phase=Phase.PUBLISHED,
-        kind=RETIREMENT,
-        timings=timings.as_seconds(),
+        kind=RotationKind.RETIREMENT,
+        timings=timings,
         started_at=now,
         started_by=ctx.actor,
         old_key_id=key_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from prefect import get_run_logger
 
 from keyrotor.adapters.records import Published
@@ -40,12 +42,13 @@ def publish_new_key(ctx: RotationContext, state: RotationState) -> RotationState
         failpoint("after-publish")
     published_at = parse_vault_time(published.created_time)
     state = ctx.save(
-        state.evolve(
+        replace(
+            state,
             phase=Phase.PUBLISHED,
             published_at=published_at,
             published_version=published.version,
             previous_secret_version=previous,
-            wait_deadline=published_at + state.timing("max_wait"),
+            wait_deadline=published_at + state.timings.max_wait,
         )
     )
     ctx.records.discard_stash()

@@ -1,84 +1,156 @@
-"""Waiting for the old key to go quiet, without holding a process.
+"""Waiting for a key to go quiet, without holding a process.
 
-A run from a deployment looks at the old key once. If applications still use it, the run *parks*: it writes when
-the next look is due into Vault's waiting index, lets go of the lease, and suspends itself in Prefect (state
-"Waiting", no timeout), so its process exits. The waker (:mod:`keyrotor.tasks.wake`) looks at every parked
-rotation's old key when its check is due, and resumes the run only once it can move on (quiet, or at the deadline);
-the resumed run starts again from the top, finds every step done, looks once more and goes on.
+A rotation waits for its old key, a rollback for the new key it moves applications away from. A run from a
+deployment looks at the key once. If applications still use it, the run *parks*: it writes when the next look is
+due into Vault's waiting index, lets go of the lease, and suspends itself in Prefect (state "Waiting", no timeout),
+so its process exits. The waker (:mod:`keyrotor.waker`) looks at every parked rotation's key when its check is
+due, and resumes the run only once it can move on (quiet, or at the deadline); the resumed run starts again from
+the top, finds every step done, looks once more and goes on.
 
 A run that Prefect cannot suspend (started in process by ``keyrotor rotate`` without a served deployment) waits
-in its process as before, polling.
+in its process, polling.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import NoReturn
 
 from prefect import get_run_logger
 from prefect.runtime import deployment
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, wait_fixed
 
 from keyrotor.adapters.prefect_api import suspend_current_run, this_server
-from keyrotor.core.decisions import Quiet
+from keyrotor.core.decisions import QuietCheck, check_quiet
 from keyrotor.core.durations import format_duration
-from keyrotor.core.errors import AwsUnavailable, VaultUnavailable
-from keyrotor.core.model import LastUsed, Phase, RotationState, Wait
+from keyrotor.core.errors import AwsUnavailable, KeyrotorError, VaultUnavailable
+from keyrotor.core.model import LastUsed, Look, PauseKind, Quiet, RotationState, Wait
 from keyrotor.core.timestamps import utcnow
 from keyrotor.tasks.context import RotationContext
-from keyrotor.tasks.keys import OldKeyCheck, check_old_key, stop_waiting
 from keyrotor.tasks.pause import stop_if_suspended
 
 PAUSE_CHECK_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
+class Watch:
+    """What a wait watches: a key, quiet since when, given up at when, and how people call it."""
+
+    key_id: str
+    since: datetime
+    deadline: datetime
+    subject: str  # "old key", "new key"
+
+    @classmethod
+    def old_key(cls, state: RotationState) -> Watch:
+        assert state.old_key_id and state.published_at and state.wait_deadline
+        return cls(state.old_key_id, state.published_at, state.wait_deadline, "old key")
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    """One look at the watched key while waiting: the evidence and the decision."""
+
+    last_used: LastUsed
+    decision: QuietCheck
+
+
+@dataclass(frozen=True)
 class Waited:
-    """How the wait ended for this run: the key is quiet (with the evidence), nothing to wait for, or parked."""
+    """How the wait ended for this run: quiet (with the evidence), at the deadline, nothing to wait for, or parked."""
 
     state: RotationState
-    evidence: LastUsed | None = None
+    evidence: KeyCheck | None = None
     parked: Wait | None = None
 
+    @property
+    def at_deadline(self) -> bool:
+        return self.evidence is not None and self.evidence.decision.outcome is Quiet.DEADLINE
 
-def wait_until_old_key_is_quiet(ctx: RotationContext, state: RotationState, continued: bool = True) -> Waited:
-    """Look at the old key until it has been quiet for the quiet period; park instead of polling when the run can
-    be suspended. At the deadline, with the key still in use, stop (StillInUse) with both keys active.
 
-    ``continued``: the rotation was recorded before this run (it may have parked, and left a waiting record to drop
-    once it moves on); a rotation this run started has none, which saves a Vault call per rotation.
+def look_at(ctx: RotationContext, state: RotationState, watch: Watch) -> KeyCheck:
+    """Read the watched key's last use and decide whether it has been quiet long enough.
+
+    A plain function, not a task: a week's wait polls hundreds of times, and each poll is one read whose evidence
+    goes to the run's log.
     """
-    clear = clear_wait if continued else _nothing
-    if state.phase is not Phase.PUBLISHED or state.old_key_id is None:
-        clear(ctx)
-        return Waited(state)
+    last_used = ctx.iam.last_used(watch.key_id)
+    decision = check_quiet(
+        since=watch.since,
+        last_used=last_used,
+        quiet_period=state.timings.quiet_period,
+        poll_interval=state.timings.poll_interval,
+        deadline=watch.deadline,
+        now=utcnow(),
+    )
+    get_run_logger().info(
+        "%s: %s -> %s", watch.subject.capitalize(), last_used.describe(), describe_check(decision, watch.since)
+    )
+    return KeyCheck(last_used, decision)
+
+
+def describe_check(decision: QuietCheck, since: datetime) -> str:
+    """One look's verdict in words that are true: quiet, used after ``since``, or simply not quiet long enough."""
+    if decision.outcome is Quiet.QUIET:
+        return "quiet for the whole quiet period"
+    if decision.outcome is Quiet.DEADLINE:
+        return "still in use at the deadline"
+    if decision.in_use_since(since):
+        return f"still in use (used after {since.isoformat(timespec='seconds')})"
+    return f"not used since {since.isoformat(timespec='seconds')}, but not yet for the whole quiet period"
+
+
+def wait_until_quiet(ctx: RotationContext, state: RotationState, watch: Watch, continued: bool = True) -> Waited:
+    """Look at the watched key until it has been quiet for the quiet period; park instead of polling when the run
+    can be suspended. Returns at the deadline too (``at_deadline``): the caller stops with both keys active.
+
+    A look that fails (AWS or Vault unreachable) is a missed look, tried again after a poll interval until the
+    deadline. ``continued``: the rotation was recorded before this run (it may have parked, and left a waiting
+    record to drop once it moves on); a rotation this run started has none, which saves a Vault call per rotation.
+    """
     while True:
-        try:
-            check = check_old_key(ctx, state)
-        except (AwsUnavailable, VaultUnavailable) as error:  # a missed look, not a failure, until the deadline
-            if state.wait_deadline is not None and utcnow() >= state.wait_deadline:
-                raise
-            poll = state.timing("poll_interval")
-            get_run_logger().warning("Missed a look at the old key (%s); looking again in %s", error, poll)
-            _sleep_watching_for_pause(ctx, state, utcnow() + poll)
-            continue
-        if check.decision.outcome is Quiet.QUIET:
-            clear(ctx)
-            return Waited(state, evidence=check.last_used)
-        if check.decision.outcome is Quiet.DEADLINE:
-            clear(ctx)
-            stop_waiting(ctx, state, check)  # type: ignore[unused-coroutine]  # Prefect reads a NoReturn task as async
+        check = _look_through_outages(ctx, state, watch)
+        if check.decision.outcome is not Quiet.WAIT:
+            if continued:
+                clear_wait(ctx)
+            return Waited(state, evidence=check)
         if can_park(ctx):
-            return Waited(state, parked=park(ctx, state, check))
+            return Waited(state, parked=park(ctx, state, watch, check))
         assert check.decision.next_check_at is not None
         _sleep_watching_for_pause(ctx, state, check.decision.next_check_at)
 
 
+def _look_through_outages(ctx: RotationContext, state: RotationState, watch: Watch) -> KeyCheck:
+    """:func:`look_at`, looked at again every poll interval while AWS or Vault is down, until the deadline."""
+
+    def missed(error: BaseException) -> bool:
+        return isinstance(error, AwsUnavailable | VaultUnavailable) and utcnow() < watch.deadline
+
+    def say(retry_state: RetryCallState) -> None:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        poll = format_duration(state.timings.poll_interval)
+        get_run_logger().warning("Missed a look at the %s (%s); looking again in %s", watch.subject, error, poll)
+
+    retrying = Retrying(
+        retry=retry_if_exception(missed),
+        wait=wait_fixed(state.timings.poll_interval.total_seconds()),
+        stop=stop_never,
+        before_sleep=say,
+        sleep=lambda seconds: _sleep_watching_for_pause(ctx, state, utcnow() + _seconds(seconds)),
+        reraise=True,
+    )
+    return retrying(look_at, ctx, state, watch)
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
+
+
 def _sleep_watching_for_pause(ctx: RotationContext, state: RotationState, until: datetime) -> None:
     while (remaining := (until - utcnow()).total_seconds()) > 0:
-        time.sleep(min(remaining, PAUSE_CHECK_SECONDS))
+        ctx.sleep(min(remaining, PAUSE_CHECK_SECONDS))
         stop_if_suspended(ctx, state)
 
 
@@ -87,10 +159,9 @@ def can_park(ctx: RotationContext) -> bool:
     return ctx.settings.park_waits and ctx.flow_run_id is not None and deployment.id is not None
 
 
-def park(ctx: RotationContext, state: RotationState, check: OldKeyCheck) -> Wait:
-    """Record in Vault's waiting index when the old key is to be looked at next (the run still holds the lease)."""
-    assert state.old_key_id and state.published_at and state.wait_deadline and ctx.flow_run_id
-    assert check.decision.next_check_at is not None
+def park(ctx: RotationContext, state: RotationState, watch: Watch, check: KeyCheck) -> Wait:
+    """Record in Vault's waiting index when the key is to be looked at next (the run still holds the lease)."""
+    assert ctx.flow_run_id is not None and check.decision.next_check_at is not None
     now = utcnow()
     wait = Wait(
         rotation_id=state.rotation_id,
@@ -98,24 +169,26 @@ def park(ctx: RotationContext, state: RotationState, check: OldKeyCheck) -> Wait
         account_id=ctx.account_id,
         flow_run_id=ctx.flow_run_id,
         wait_id=f"wait-{uuid.uuid4().hex[:12]}",
-        old_key_id=state.old_key_id,
-        published_at=state.published_at,
-        quiet_period=state.timing("quiet_period").total_seconds(),
-        poll_interval=state.timing("poll_interval").total_seconds(),
-        wait_deadline=state.wait_deadline,
+        key_id=watch.key_id,
+        since=watch.since,
+        quiet_period=state.timings.quiet_period,
+        poll_interval=state.timings.poll_interval,
+        wait_deadline=watch.deadline,
         next_check_at=check.decision.next_check_at,
         parked_at=now,
-        last_check=evidence(check, now),
+        last_check=Look(now, check.last_used, check.decision.outcome),
         prefect_api=this_server(),
     )
     index = ctx.waiting
     current = index.read(ctx.account_id, ctx.user_name)
-    parked = index.write(wait.evolve(version=current.version if current else 0))
+    parked = index.write(replace(wait, version=current.version if current else 0))
     get_run_logger().info(
-        "Old key still in use; parking until the next check at %s (every %s; gives up at %s)",
+        "Parked: the run is suspended (state Waiting, holding no process) until the next look at the %s at %s "
+        "(every %s; gives up at %s)",
+        watch.subject,
         parked.next_check_at.isoformat(timespec="seconds"),
-        format_duration(state.timing("poll_interval")),
-        state.wait_deadline.isoformat(timespec="seconds"),
+        format_duration(state.timings.poll_interval),
+        watch.deadline.isoformat(timespec="seconds"),
     )
     return parked
 
@@ -134,20 +207,14 @@ def suspend_until_woken(ctx: RotationContext, wait: Wait) -> NoReturn:
     try:
         suspended = suspend_current_run(ctx.flow_run_id, wait.wait_id)
     except Pause:
-        record_hold(ctx, "suspended from Prefect")
+        record_hold(ctx, PauseKind.PREFECT, "suspended from Prefect")
         raise
     raise Pause(state=suspended)
 
 
-def _nothing(ctx: RotationContext) -> None:
-    return None
-
-
 def clear_wait(ctx: RotationContext) -> None:
     """The rotation stopped waiting (moved on, ended, or never waited): drop its record from the waiting index."""
-    ctx.waiting.remove(ctx.account_id, ctx.user_name)
-
-
-def evidence(check: OldKeyCheck, at: datetime) -> dict[str, object]:
-    """One look at the old key, as the waiting index keeps it (shown by ``keyrotor status``)."""
-    return {"at": at.isoformat(), "last_used": check.last_used.to_record(), "outcome": check.decision.outcome.value}
+    try:
+        ctx.waiting.remove(ctx.account_id, ctx.user_name)
+    except KeyrotorError as error:  # the waker drops a record whose run moved on: a leftover is harmless
+        get_run_logger().warning("Could not drop the waiting record: %s", error)

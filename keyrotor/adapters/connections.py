@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -14,9 +15,12 @@ import boto3
 from keyrotor.adapters.accounts import RoleToAssume, assumed_session
 from keyrotor.adapters.iam import Boto3Iam, IamGateway
 from keyrotor.adapters.records import RotationRecords, UserPaths, WaitingIndex
-from keyrotor.adapters.vault import VaultKV, make_client
+from keyrotor.adapters.vault import KVStore, VaultKV, make_client
 from keyrotor.adapters.vault_auth import Authenticator, VaultLogin
+from keyrotor.core.inputs import ACCOUNT_ID_PATTERN
 from keyrotor.settings import Settings
+
+ACCOUNT = re.compile(ACCOUNT_ID_PATTERN.strip("^$"), re.ASCII)
 
 
 @dataclass
@@ -29,7 +33,7 @@ class Connections:
 
     settings: Settings
     iam: IamGateway
-    kv: VaultKV
+    kv: KVStore
     session: boto3.Session | None = None
     account: str | None = None
     _accounts: dict[tuple[str, str], Connections] = field(default_factory=dict, repr=False)
@@ -81,11 +85,15 @@ class Connections:
     def accounts_with_records(self) -> list[str]:
         """The accounts keyrotor has rotation records for in Vault (its state folders)."""
         root = self.settings.state_path.split("{account_id}")[0].rstrip("/")
-        return sorted(name.rstrip("/") for name in self.kv.list(root) if name.rstrip("/").isdigit())
+        return sorted(name.rstrip("/") for name in self.kv.list(root) if ACCOUNT.fullmatch(name.rstrip("/")))
 
     @cached_property
     def waiting(self) -> WaitingIndex:
         return WaitingIndex(self.kv, self.settings.waiting_path)
+
+    def iam_in(self, account_id: str, purpose: str = "waker") -> IamGateway:
+        """The IAM gateway in ``account_id`` (this account's, or through the role keyrotor assumes there)."""
+        return self.for_account(account_id, purpose).iam
 
     def records(self, user_name: str, account_id: str | None = None) -> RotationRecords:
         """A user's records in Vault, in this account or (only Vault is read) ``account_id``."""

@@ -62,6 +62,8 @@ class IamGateway(Protocol):
 
     def caller_arn(self, credentials: NewCredentials) -> str: ...
 
+    def user_tags(self, user_name: str) -> dict[str, str]: ...
+
 
 def translate(error: Exception, action: str) -> KeyrotorError:
     """Map a botocore failure to the keyrotor error an operator can act on."""
@@ -211,6 +213,19 @@ class Boto3Iam:
             service=_known(info.get("ServiceName")),
             region=_known(info.get("Region")),
         )
+
+    def user_tags(self, user_name: str) -> dict[str, str]:
+        """The user's tags (ListUserTags, paginated): ``keyrotor:exempt``, the owner."""
+        return self._through_outages(self._user_tags, user_name)
+
+    def _user_tags(self, user_name: str) -> dict[str, str]:
+        tags: dict[str, str] = {}
+        try:
+            for page in self._iam.get_paginator("list_user_tags").paginate(UserName=user_name):
+                tags.update({tag["Key"]: tag["Value"] for tag in page.get("Tags", [])})
+        except (ClientError, BotoCoreError) as error:
+            raise translate(error, f"list the tags of {user_name!r}") from None
+        return tags
 
     def caller_arn(self, credentials: NewCredentials) -> str:
         """Sign ``sts:GetCallerIdentity`` with the given key (one attempt; the caller retries)."""

@@ -9,20 +9,24 @@ import inspect
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
 import httpx
+from prefect import Flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun, State, StateDetails, StateType
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
-from keyrotor.core.errors import PrefectUnavailable
+from keyrotor.core.errors import KeyrotorError, PrefectUnavailable, error_from_state
+from keyrotor.core.model import RotationState
 
 T = TypeVar("T")
+#: A flow that acts on one user's rotation: it returns the rotation's record, or a State for a refusal.
+UserFlow = Flow[..., RotationState | State[Any]]
 
 
 def this_server() -> str:
@@ -56,33 +60,15 @@ def _looks_like_connection_trouble(error: RuntimeError) -> bool:
     return "connect" in str(error).lower()
 
 
-def read_run(run_id: str | None) -> FlowRun | None:
-    """A flow run, or None when there is no such run (or no id)."""
+def run_state(run_id: str | None) -> State | None:
+    """The current Prefect state of a flow run, or None when there is no such run (or no id)."""
     if not run_id:
         return None
     with prefect_call(f"read flow run {run_id}"), get_client(sync_client=True) as client:
         try:
-            return client.read_flow_run(UUID(run_id))
+            return client.read_flow_run(UUID(run_id)).state
         except ObjectNotFound:
             return None
-
-
-def run_state(run_id: str | None) -> State | None:
-    """The current Prefect state of a flow run, or None when there is no such run."""
-    run = read_run(run_id)
-    return run.state if run else None
-
-
-def suspend_run(run_id: str, timeout: timedelta | None = None, name: str = "Suspended", force: bool = False) -> State:
-    """Suspend a flow run as the Prefect UI's "Pause" does (state Suspended, rescheduled on resume); ``timeout``
-    None never expires. ``force`` also moves a run that is not running (e.g. already suspended for a wait)."""
-    until = datetime.now(UTC) + timeout if timeout else None
-    details = StateDetails.model_validate({"pause_reschedule": True, "pause_timeout": until})
-    with prefect_call(f"suspend flow run {run_id}"), get_client(sync_client=True) as client:
-        result = client.set_flow_run_state(
-            UUID(run_id), State(type=StateType.PAUSED, name=name, state_details=details), force=force
-        )
-    return result.state if result.state is not None else State(type=StateType.PAUSED, name=name)
 
 
 def add_tags(run_id: str, current: list[str], wanted: list[str]) -> None:
@@ -133,20 +119,6 @@ def suspend_current_run(run_id: str, pause_key: str) -> State:
         return propose_state_sync(client, waiting, flow_run_id=UUID(run_id))
 
 
-def resume_run(run_id: str) -> None:
-    """Resume a paused flow run (Prefect reschedules a suspended one); ``NotPausedError`` if it is not paused."""
-    from prefect.flow_runs import resume_flow_run
-
-    with prefect_call(f"resume flow run {run_id}"):
-        resume_flow_run(UUID(run_id))
-
-
-def force_state(run_id: str, state: State) -> None:
-    """Set a flow run's state past Prefect's orchestration rules (reviving a run, clearing a pause's timeout)."""
-    with prefect_call(f"set the state of flow run {run_id}"), get_client(sync_client=True) as client:
-        client.set_flow_run_state(UUID(run_id), state, force=True)
-
-
 def deployment_ids(names: list[str]) -> dict[str, UUID]:
     """The ids of the deployments (``flow/deployment``) that exist on the server."""
     found: dict[str, UUID] = {}
@@ -157,28 +129,6 @@ def deployment_ids(names: list[str]) -> dict[str, UUID]:
             except ObjectNotFound:
                 continue
     return found
-
-
-def runs_of(deployments: list[UUID], state_types: list[StateType], limit: int = 200) -> list[FlowRun]:
-    """Flow runs of these deployments in these states, most recently updated first."""
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterDeploymentId,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    if not deployments:
-        return []
-    runs_filter = FlowRunFilter(
-        deployment_id=FlowRunFilterDeploymentId(any_=deployments),
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=state_types)),
-    )
-    with prefect_call("list flow runs"), get_client(sync_client=True) as client:
-        return client.read_flow_runs(
-            flow_run_filter=runs_filter, sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit
-        )
 
 
 def served(full_name: str) -> bool:
@@ -201,9 +151,11 @@ def start_run(
     tags: list[str] | None = None,
     idempotency_key: str | None = None,
     scheduled_time: datetime | None = None,
+    flow_run_name: str | None = None,
 ) -> FlowRun:
-    """Create a flow run of a deployment, to start now (or at ``scheduled_time``), and return at once (nothing waits
-    for it here). ObjectNotFound when the server has no such deployment."""
+    """Create a flow run of a deployment, to start now (or at ``scheduled_time``), named and tagged from its
+    creation, and return at once (nothing waits for it here). ObjectNotFound when the server has no such deployment.
+    With an ``idempotency_key``, a repeat returns the run created first."""
     from prefect.deployments import run_deployment
 
     with prefect_call(f"start a run of {full_name}"):
@@ -215,8 +167,34 @@ def start_run(
             as_subflow=False,
             tags=tags,
             idempotency_key=idempotency_key,
+            flow_run_name=flow_run_name,
         )
     return synchronous(run)
+
+
+def outcome(state: State) -> Any:
+    """The value a flow run returned, from its final state (``flow(..., return_state=True)``); the error it was
+    refused with, rebuilt by type from the state's name (:func:`keyrotor.core.errors.error_from_state`), when it
+    did not complete."""
+    if state.is_completed():
+        return state.result(raise_on_failure=False)
+    raise error_from_state(state.name, state.message)
+
+
+def returned(state: State, kind: type[T]) -> T:
+    """:func:`outcome`, checked to be a ``kind``."""
+    value = outcome(state)
+    if not isinstance(value, kind):
+        raise KeyrotorError(f"the flow run returned {type(value).__name__}, not {kind.__name__}")
+    return value
+
+
+def run_here(flow: UserFlow, request: object) -> RotationState:
+    """Run a one-user flow in this process and return the rotation's record, or raise the error it was refused with
+    (by type: the same whether the run was here or on a worker)."""
+    # A flow typed with `...` parameters reads return_state as one of its own keywords in Prefect's overloads.
+    state = cast("State[Any]", flow(request, return_state=True))
+    return returned(state, RotationState)
 
 
 def synchronous(value: T | Coroutine[Any, Any, T]) -> T:
@@ -228,13 +206,6 @@ def synchronous(value: T | Coroutine[Any, Any, T]) -> T:
     if inspect.isawaitable(value):
         raise TypeError(f"{value!r} is a coroutine: a Prefect function ran asynchronously in synchronous code")
     return value
-
-
-def cancel_run(run_id: str, message: str) -> None:
-    """Cancel a flow run that has not started (or stop one that has)."""
-    from prefect.states import Cancelled
-
-    force_state(run_id, Cancelled(message=message))
 
 
 def detached_from_flow_run(function: Callable[..., T], *args: Any) -> Callable[[], T]:

@@ -10,16 +10,19 @@ Layout on the KV mount (paths are settings):
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
 
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from keyrotor.adapters.vault import KVRecord, KVStore
 from keyrotor.core.errors import PreconditionFailed, RotationConflict, VaultError, VaultUnavailable
-from keyrotor.core.model import NewCredentials, RotationState, Wait
+from keyrotor.core.model import LeaseData, NewCredentials, Pause, RotationState, Wait, from_record, to_record
 from keyrotor.core.timestamps import utcnow
 
+T = TypeVar("T")
 ID_FIELD = "aws_access_key_id"
 SECRET_FIELD = "aws_secret_access_key"
 STATE_HISTORY = 1000
@@ -55,26 +58,41 @@ class Published:
     created_time: str
 
 
+@dataclass(frozen=True)
+class StoredLease:
+    """A lease as read from Vault, with the version a check-and-set write must name."""
+
+    data: LeaseData
+    version: int
+
+
 class LeaseStore(Protocol):
     """Where a lease lives: one KV path read and written with check-and-set."""
 
-    def read_lease(self) -> KVRecord | None: ...
+    def read_lease(self) -> StoredLease | None: ...
 
-    def write_lease(self, data: dict[str, Any], cas: int) -> KVRecord: ...
+    def write_lease(self, lease: LeaseData, cas: int) -> int: ...
 
 
 class LeaseRecord:
-    """A lease at a fixed path (the waker's), as opposed to a user's rotation lease in :class:`RotationRecords`."""
+    """A lease at one KV path: a user's rotation lease, or the waker's."""
 
     def __init__(self, kv: KVStore, path: str) -> None:
         self.kv = kv
         self.path = path
 
-    def read_lease(self) -> KVRecord | None:
-        return self.kv.read(self.path)
+    def read_lease(self) -> StoredLease | None:
+        record = self.kv.read(self.path)
+        if record is None:
+            return None
+        try:
+            return StoredLease(from_record(LeaseData, record.data), record.version)
+        except ValidationError:  # an unreadable lease protects nothing: it is taken over like an expired one
+            return StoredLease(LeaseData(owner=None), record.version)
 
-    def write_lease(self, data: dict[str, Any], cas: int) -> KVRecord:
-        return self.kv.write(self.path, data, cas=cas)
+    def write_lease(self, lease: LeaseData, cas: int) -> int:
+        """Write the lease (check-and-set); returns the version written."""
+        return self.kv.write(self.path, to_record(lease), cas=cas).version
 
 
 class RotationRecords:
@@ -83,6 +101,7 @@ class RotationRecords:
     def __init__(self, kv: KVStore, paths: UserPaths) -> None:
         self.kv = kv
         self.paths = paths
+        self.lease = LeaseRecord(kv, paths.lease)
 
     # --- the secret applications read ---------------------------------------------------------------
     def published(self) -> Published | None:
@@ -126,8 +145,8 @@ class RotationRecords:
         if record is None:
             return None
         try:
-            return RotationState.from_record(record.data, record.version)
-        except (TypeError, ValueError, KeyError) as error:
+            return from_record(RotationState, record.data, record.version)
+        except (TypeError, ValueError, KeyError) as error:  # pydantic's ValidationError is a ValueError
             raise PreconditionFailed(
                 f"the rotation record {self.kv.mount}/{self.paths.state} (version {record.version}) cannot be read "
                 f"({type(error).__name__}: {error}); restore an earlier version or delete it"
@@ -140,18 +159,18 @@ class RotationRecords:
         (check-and-set fails against it, or Vault stays unreachable), the record is read back, and if it is this
         write, the write succeeded.
         """
-        stamped = state.evolve(updated_at=utcnow(), updated_by=updated_by, write_id=uuid.uuid4().hex[:16])
+        stamped = replace(state, updated_at=utcnow(), updated_by=updated_by, write_id=uuid.uuid4().hex[:16])
         if state.version == 0 and self.kv.current_version(self.paths.state) == 0:
             self.kv.keep_versions(self.paths.state, STATE_HISTORY)
         cas = state.version if state.version else self.kv.current_version(self.paths.state)
         try:
-            record = self.kv.write(self.paths.state, stamped.to_record(), cas=cas)
+            record = self.kv.write(self.paths.state, to_record(stamped), cas=cas)
         except (RotationConflict, VaultUnavailable):
             landed = self._own_write(self.paths.state, stamped.write_id)
             if landed is None:
                 raise
-            return stamped.evolve(version=landed)
-        return stamped.evolve(version=record.version)
+            return replace(stamped, version=landed)
+        return replace(stamped, version=record.version)
 
     def _own_write(self, path: str, write_id: str | None) -> int | None:
         """The version at ``path`` if it is the write ``write_id``, else None (also when Vault cannot say)."""
@@ -160,13 +179,6 @@ class RotationRecords:
         except VaultError:
             return None
         return current.version if current is not None and current.data.get("write_id") == write_id else None
-
-    # --- lease --------------------------------------------------------------------------------------
-    def read_lease(self) -> KVRecord | None:
-        return self.kv.read(self.paths.lease)
-
-    def write_lease(self, data: dict[str, Any], cas: int) -> KVRecord:
-        return self.kv.write(self.paths.lease, data, cas=cas)
 
 
 def _fields(credentials: NewCredentials) -> dict[str, str]:
@@ -207,7 +219,7 @@ class WaitingIndex:
 
     def read(self, account_id: str, user_name: str) -> Wait | None:
         record = self.kv.read(self.path(account_id, user_name))
-        return Wait.from_record(record.data, record.version) if record else None
+        return from_record(Wait, record.data, record.version) if record else None
 
     def write(self, wait: Wait) -> Wait:
         """Write ``wait`` over the version it was read as (0: a new record); RotationConflict if it changed (unless
@@ -215,13 +227,13 @@ class WaitingIndex:
         path = self.path(wait.account_id, wait.user_name)
         cas = wait.version if wait.version else self.kv.current_version(path)
         try:
-            written = self.kv.write(path, wait.to_record(), cas=cas)
+            written = self.kv.write(path, to_record(wait), cas=cas)
         except (RotationConflict, VaultUnavailable):
             current = self.kv.read(path)
-            if current is None or current.data != wait.to_record():
+            if current is None or current.data != to_record(wait):
                 raise
-            return wait.evolve(version=current.version)
-        return wait.evolve(version=written.version)
+            return replace(wait, version=current.version)
+        return replace(wait, version=written.version)
 
     def remove(self, account_id: str, user_name: str, wait_id: str | None = None) -> None:
         """Delete the user's record (only if it is ``wait_id``'s, when given): the rotation stopped waiting."""
@@ -233,43 +245,38 @@ class WaitingIndex:
 
     def hold(self, account_id: str, user_name: str, held: bool) -> Wait | None:
         """Mark the user's record held (an operator paused it) or not; None when it has none."""
-        for _ in range(3):
+
+        def attempt() -> Wait | None:
             current = self.read(account_id, user_name)
             if current is None or current.held == held:
                 return current
-            try:
-                return self.write(current.evolve(held=held))
-            except RotationConflict:
-                continue
-        raise RotationConflict(f"the waiting record of {user_name!r} kept changing; try again")
+            return self.write(replace(current, held=held))
+
+        return _while_records_change(attempt, f"the waiting record of {user_name!r}", tries=3)
 
 
-def hold_rotation(
-    records: RotationRecords,
-    waiting: WaitingIndex,
-    account_id: str,
-    user_name: str,
-    run_id: str,
-    reason: str,
-    actor: str,
-) -> RotationState | None:
-    """Record that ``run_id``, which carries the user's rotation, is paused: in the durable state (check-and-set,
-    retried) and, if the rotation is parked, in the waiting index. From outside the run (``keyrotor pause``, the
-    waker fixing a UI pause) or after it let go of the lease. A no-op for an ended rotation."""
-    for _ in range(5):
+def _while_records_change(attempt: Callable[[], T], what: str, tries: int) -> T:
+    """Run a read-then-write ``attempt`` again while a concurrent writer wins the check-and-set (no wait: the next
+    read sees the other write); RotationConflict after ``tries``."""
+    retrying = Retrying(retry=retry_if_exception_type(RotationConflict), stop=stop_after_attempt(tries), reraise=True)
+    try:
+        return retrying(attempt)
+    except RotationConflict:
+        raise RotationConflict(f"{what} kept changing; try again") from None
+
+
+def hold_rotation(records: RotationRecords, waiting: WaitingIndex, pause: Pause, actor: str) -> RotationState | None:
+    """Record that ``pause.run_id``, which carries the user's rotation, is paused: in the durable state
+    (check-and-set, retried) and, if the rotation is parked, in the waiting index. From outside the run (``keyrotor
+    pause``, the waker fixing a UI pause) or after it let go of the lease. A no-op for an ended rotation."""
+
+    def attempt() -> RotationState | None:
         state = records.load_state()
-        if state is None or state.phase.terminal:
+        if state is None or state.phase.terminal or (state.pause and state.pause.run_id == pause.run_id):
             return state
-        if state.paused_run_id == run_id:
-            break
-        try:
-            state = records.save_state(
-                state.evolve(paused_run_id=run_id, paused_at=utcnow(), pause_reason=reason), actor
-            )
-            break
-        except RotationConflict:
-            continue
-    else:
-        raise RotationConflict(f"the rotation record of {user_name!r} kept changing; could not record the pause")
-    waiting.hold(account_id, user_name, held=True)
+        return records.save_state(replace(state, pause=pause), actor)
+
+    state = _while_records_change(attempt, f"the rotation record of {records.paths.state}", tries=5)
+    if state is not None and not state.phase.terminal:
+        waiting.hold(state.account_id, state.user_name, held=True)
     return state

@@ -10,8 +10,8 @@ from pydantic import BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from keyrotor.audit.cis import AuditPolicy
+from keyrotor.core.durations import Duration
 from keyrotor.core.errors import ConfigurationError, describe_invalid
-from keyrotor.settings import Duration
 
 
 def _split_globs(value: str | Sequence[str]) -> tuple[str, ...]:

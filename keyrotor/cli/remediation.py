@@ -65,22 +65,33 @@ def remediate(
     from keyrotor.adapters.connections import Connections
     from keyrotor.adapters.credential_report import audit_accounts
     from keyrotor.audit.settings import AuditSettings
-    from keyrotor.core.inputs import check_quiet_period, resolve_timings
+    from keyrotor.core.inputs import Origin, RemediationRequest, TimingFields, check_quiet_period
     from keyrotor.remediation.survey import plan_accounts
     from keyrotor.settings import Settings
 
+    given = {
+        "quiet_period": quiet_period,
+        "poll_interval": poll_interval,
+        "max_wait": max_wait,
+        "grace_period": grace_period,
+    }
     try:
         rotation_settings = Settings()
-        start_prefect()
-        timings = resolve_timings(rotation_settings, quiet_period, poll_interval, max_wait, grace_period)
+        timings = TimingFields.timing_values(rotation_settings.timings, accept_unsafe_quiet_period)
+        values = timings | {name: value for name, value in given.items() if value is not None}
+        values |= {"max_concurrency": max_concurrency, "users": user or [], "accounts": account or []}
+        request: RemediationRequest = RemediationRequest.parse(values | {"organization": organization}, Origin.CLI)
         accepted = accept_unsafe_quiet_period or rotation_settings.accept_unsafe_quiet_period
-        check_quiet_period(timings.quiet_period, real_aws=rotation_settings.real_aws, accepted=accepted)
+        check_quiet_period(
+            request.quiet_period, real_aws=rotation_settings.real_aws, accepted=accepted, origin=Origin.CLI
+        )
+        start_prefect()
         settings = AuditSettings.load()
         audited = audit_accounts(
             settings,
-            user or (),
+            request.users,
             rotation_settings.aws_max_attempts,
-            accounts=account or (),
+            accounts=request.accounts,
             organization=organization,
             role=RoleToAssume(rotation_settings.role_name, rotation_settings.external_id),
             concurrency=rotation_settings.account_concurrency,
@@ -89,16 +100,18 @@ def remediate(
     except KeyrotorError as error:
         fail(error, as_json)
         return
-    exempt = [{"account_id": acct, "user": e.user} for acct, result in audited.results.items() for e in result.exempt]
+    exempt = [f"{acct}/{e.user}" for acct, result in audited.results.items() for e in result.exempt]
     if not as_json:
-        _print_plan(plans, [f"{e['account_id']}/{e['user']}" for e in exempt])
+        _print_plan(plans, exempt)
         for acct, reason in sorted(audited.failures.items()):
             err.print(f"[bold red]account {acct} not audited:[/] {reason}", highlight=False)
     if dry_run:
         if as_json:
-            not_audited = [{"account_id": a, "reason": r} for a, r in sorted(audited.failures.items())]
-            plan_json = [p.to_json() for p in plans]
-            print(json.dumps({"dry_run": True, "plans": plan_json, "exempt": exempt, "not_audited": not_audited}))
+            from keyrotor.flows.remediate import RemediationReport
+
+            pairs = [(acct, e.user) for acct, result in audited.results.items() for e in result.exempt]
+            report = RemediationReport(plans, pairs, dict(sorted(audited.failures.items())), dry_run=True)
+            print(json.dumps(report.to_json(), default=str))
         if audited.failures:
             raise typer.Exit(1)
         return
@@ -110,25 +123,27 @@ def remediate(
         if audited.failures:
             raise typer.Exit(1)
         return
-    report = audit_and_remediate(
-        max_concurrency=max_concurrency,
-        users=planned,
-        quiet_period=quiet_period,
-        poll_interval=poll_interval,
-        max_wait=max_wait,
-        grace_period=grace_period,
-        accept_unsafe_quiet_period=accept_unsafe_quiet_period,
-        accounts=sorted(audited.results),
-    )
+    # The flow audits again (live, right before acting), only the planned users, only the accounts audited.
+    narrowed = request.model_copy(update={"users": planned, "accounts": sorted(audited.results)})
+    outcome = audit_and_remediate(narrowed).to_json()
+    _report_outcome(outcome, wait, as_json)
+
+
+def _report_outcome(report: dict[str, Any], wait: bool, as_json: bool) -> None:
+    """Follow the started remedies (``--wait``), print the outcome, and exit 1 when a user needs a person."""
     started = {
         (o["account_id"], o["user"]): o["flow_run_id"]
         for o in report["outcomes"]
         if o["outcome"] in ("started", "already started")
     }
     if wait and started:
+        from keyrotor.adapters.connections import Connections
+        from keyrotor.adapters.prefect_runs import PrefectRuns
         from keyrotor.control.follow import follow_fleet
 
-        finals = follow_fleet(Connections.from_settings(), started, progress=lambda line: err.print(f"  {line}"))
+        finals = follow_fleet(
+            Connections.from_settings(), PrefectRuns(), started, progress=lambda line: err.print(f"  {line}")
+        )
         for outcome in report["outcomes"]:
             if (outcome["account_id"], outcome["user"]) in started:
                 state = finals.get((outcome["account_id"], outcome["user"]))
@@ -197,8 +212,11 @@ def fleet_status(
     out.print(f"{totals['users']} users at {utcnow().isoformat(timespec='seconds')}: {counts}", highlight=False)
     table = Table("user", "status", "waiting for", "next", title="rotations")
     for item in entries:
-        if show_all or not item.state.phase.terminal or item.view.needs_person or item.state.phase is Phase.FAILED:
-            table.add_row(item.user, item.status, item.view.waiting_for, item.view.command)
+        needs = item.view.outlook.needs_person or item.overdue is not None
+        if show_all or not item.state.phase.terminal or needs or item.state.phase is Phase.FAILED:
+            table.add_row(item.user, item.status, item.waiting_for, item.view.outlook.command)
     out.print(table)
     if totals["needs_person"]:
         out.print(f"need a person: {', '.join(totals['needs_person'])}", highlight=False)
+    if totals["overdue"]:
+        out.print(f"checks overdue (is a waker running?): {', '.join(totals['overdue'])}", highlight=False)

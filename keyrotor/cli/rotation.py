@@ -1,9 +1,14 @@
-"""``keyrotor rotate``, ``finish``, ``rollback``, ``pause``, ``resume`` and ``status``: one user's rotation."""
+"""``keyrotor rotate``, ``finish``, ``rollback``, ``pause``, ``resume`` and ``status``: one user's rotation.
+
+Each command builds the flow's typed request from its arguments (:mod:`keyrotor.core.inputs`), so bad input is
+refused (exit 2) before anything is called, runs the flow (or starts it on a served server) and prints the
+rotation's record, or the error it was refused with, by type.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -30,6 +35,12 @@ from keyrotor.cli.common import (
 from keyrotor.core.errors import KeyrotorError
 from keyrotor.core.model import Phase
 
+if TYPE_CHECKING:
+    from keyrotor.adapters.prefect_api import UserFlow
+    from keyrotor.core.inputs import Request, RotationRequest
+    from keyrotor.core.model import RotationState
+    from keyrotor.core.outlook import Outlook
+
 
 def rotate(
     user: Annotated[str, typer.Argument(help="The IAM user whose access key to rotate.")],
@@ -53,124 +64,162 @@ def rotate(
     (no PREFECT_API_URL, or --local) it runs in this process, which stays until the rotation ends.
 
     Exit status: 0 the new key is published and the rotation waits for the old key to go quiet (on a server), or
-    the old key is deleted, or deactivated with its deletion scheduled; 2 bad input; 3 precondition failed (no such
-    user, two active keys...); 4 another run holds the rotation, or it was just rotated; 5 the new key never
-    verified; 6 the old key was still in use at max-wait (both keys left active); 7 Vault error; 8 AWS error;
-    9 Prefect server unreachable, or nothing runs its deployments.
+    the old key is deleted, or deactivated with its deletion scheduled; 1 an operator rejected it; 2 bad input;
+    3 precondition failed (no such user, two active keys, tagged keyrotor:exempt...); 4 another run holds the
+    rotation, or it was just rotated; 5 the new key never verified; 6 the old key was still in use at max-wait
+    (both keys left active); 7 Vault error; 8 AWS error; 9 Prefect server unreachable, or nothing runs its
+    deployments.
     """
     from keyrotor.core.durations import format_duration
-    from keyrotor.core.inputs import check_quiet_period, check_user_name, resolve_timings
+    from keyrotor.core.inputs import Origin, RotationRequest, TimingFields, check_quiet_period
     from keyrotor.settings import Settings
 
-    parameters: dict[str, Any] = {
-        "user_name": user,
+    given = {
         "quiet_period": quiet_period,
         "poll_interval": poll_interval,
         "max_wait": max_wait,
         "grace_period": grace_period,
-        "require_approval": require_approval,
-        "accept_unsafe_quiet_period": accept_unsafe_quiet_period,
-        "force": force,
-        "account_id": account,
     }
     try:
-        check_user_name(user)
-        if account:
-            from keyrotor.adapters.accounts import check_account_id
-
-            check_account_id(account)
         settings = Settings()
-        timings = resolve_timings(settings, quiet_period, poll_interval, max_wait, grace_period)
+        timings = TimingFields.timing_values(settings.timings, accept_unsafe_quiet_period)
+        choices = {"require_approval": require_approval, "force": force}
+        values = {"user_name": user, "account_id": account or ""} | timings | _given(given) | choices
+        request: RotationRequest = RotationRequest.parse(values, Origin.CLI)
         accepted = accept_unsafe_quiet_period or settings.accept_unsafe_quiet_period
-        check_quiet_period(timings.quiet_period, real_aws=settings.real_aws, accepted=accepted)
+        check_quiet_period(request.quiet_period, real_aws=settings.real_aws, accepted=accepted, origin=Origin.CLI)
         start_prefect()
         from keyrotor.adapters.prefect_api import served, server_name
         from keyrotor.deployments.table import ROTATE
 
         if not local and served(ROTATE.full_name):
-            _rotate_on_server(user, parameters, wait, as_json)
+            _rotate_on_server(request, wait, as_json)
             return
         where = "--local" if local else f"no runner serves {ROTATE.name} on {server_name()}"
         err.print(
             f"Rotating in this process ({where}): it stays until the old key has been unused for "
-            f"{format_duration(timings.quiet_period)} (at most {format_duration(timings.max_wait)}). Serve the "
+            f"{format_duration(request.quiet_period)} (at most {format_duration(request.max_wait)}). Serve the "
             "deployments (`keyrotor serve`) to let rotations wait without a process.",
             highlight=False,
         )
-        from prefect import tags
-
         from keyrotor.flows.rotate import rotate_access_key
-        from keyrotor.tasks.report import user_tags
 
-        with tags("keyrotor", *user_tags(user, account)):
-            report = rotate_access_key(**parameters)
+        state = _run_here(rotate_access_key, request)
     except KeyrotorError as error:
         fail(error, as_json)
         return
-    _print_report(report, as_json)
+    _print_report(state, as_json)
 
 
-def _rotate_on_server(user: str, parameters: dict[str, Any], to_the_end: bool, as_json: bool) -> None:
+def _given(options: dict[str, str | None]) -> dict[str, str]:
+    """The options the operator gave (the others keep the settings' defaults)."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def _run_here(flow: UserFlow, request: Request) -> RotationState:
+    """Run a one-user flow in this process, tagged for its user, and return its record (or raise its error)."""
+    from prefect import tags
+
+    from keyrotor.adapters.prefect_api import run_here
+    from keyrotor.core.naming import user_tags
+
+    values = request.model_dump()
+    with tags("keyrotor", *user_tags(values["user_name"], values.get("account_id") or None)):
+        return run_here(flow, request)
+
+
+def _rotate_on_server(request: RotationRequest, to_the_end: bool, as_json: bool) -> None:
     """Start the rotation as a run of the served deployment, follow it, and print where it stands."""
     from keyrotor.adapters.connections import Connections
     from keyrotor.adapters.prefect_api import start_run
-    from keyrotor.control.follow import follow
-    from keyrotor.core.outlook import outlook
+    from keyrotor.adapters.prefect_runs import PrefectRuns
+    from keyrotor.control.follow import Stop, follow
+    from keyrotor.control.view import read_view
+    from keyrotor.core.naming import run_title, user_tags
     from keyrotor.core.timestamps import utcnow
     from keyrotor.deployments.table import ROTATE
-    from keyrotor.tasks.report import user_tags
 
-    connections = Connections.from_settings().for_account(parameters.get("account_id"), f"follow-{user}")
-    run = start_run(ROTATE.full_name, parameters, ["keyrotor", *user_tags(user, connections.account_id)])
+    user = request.user_name
+    connections = Connections.from_settings().for_account(request.account, f"follow-{user}")
+    run = start_run(
+        ROTATE.full_name,
+        {"request": request.model_dump(mode="json")},
+        ["keyrotor", *user_tags(user, connections.account_id)],
+        flow_run_name=run_title("rotate", user, request.account),
+    )
     api = settings_api_url() or ""
     err.print(f"Started flow run {run.name} ({api.removesuffix('/api')}/runs/flow-run/{run.id})", highlight=False)
+    runs = PrefectRuns()
     followed = follow(
-        connections, user, str(run.id), to_the_end=to_the_end, progress=lambda line: err.print(f"  {line}")
+        connections, runs, user, str(run.id), to_the_end=to_the_end, progress=lambda line: err.print(f"  {line}")
     )
-    state = followed.state
-    parked = connections.waiting.read(connections.account_id, user)
-    next_check = parked.next_check_at if parked is not None and followed.stopped_because == "parked" else None
-    view = outlook(state, user, utcnow(), next_check_at=next_check)
-    report = (state.report() if state else {"phase": None}) | {"flow_run_id": str(run.id), "outlook": view.to_json()}
+    records = connections.records(user)
+    view = read_view(records, connections.waiting, connections.account_id, user, utcnow())
+    state = view.state
     if as_json:
-        print(json.dumps(report, default=str))
+        report = (state.to_json() if state else {"phase": None}) | {"flow_run_id": str(run.id)}
+        print(json.dumps(report | {"outlook": view.outlook.to_json()}, default=str))
     else:
         if state is not None:
-            _print_rotation(report)
-        out.print(f"doing: {view.doing}", highlight=False)
-        out.print(f"waiting for: {view.waiting_for}", highlight=False)
-        if view.command:
-            out.print(f"next: {view.command}", highlight=False)
-    if state is None or (
-        followed.stopped_because == "ended" and state.phase not in (Phase.COMPLETED, Phase.DEACTIVATED)
-    ):
+            _print_rotation(state)
+        _print_outlook(view.outlook)
+    ended_well = state is not None and state.phase in (Phase.COMPLETED, Phase.DEACTIVATED)
+    if state is None or (followed.stopped_because is Stop.ENDED and not ended_well):
         raise typer.Exit(1)
 
 
 def finish(
-    user: Annotated[str, typer.Argument(help="The IAM user whose deactivated old key is due for deletion.")],
+    user: Annotated[str, typer.Argument(help="The IAM user whose deactivated key is due for deletion.")],
     account: AccountOption = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
 ) -> None:
-    """Delete USER's deactivated old key now that its grace period is over (what the scheduled run does)."""
+    """Delete USER's deactivated old key now that its grace period is over (what the scheduled run does); after a
+    rollback, the deactivated new key."""
+    from keyrotor.core.inputs import UserRequest
     from keyrotor.flows.delete_old_key import delete_old_key_after_grace
 
-    _run_flow(delete_old_key_after_grace, user, account, as_json, (Phase.COMPLETED,))
+    _one_user_flow(delete_old_key_after_grace, UserRequest, {"user_name": user, "account_id": account or ""}, as_json)
 
 
 def rollback(
     user: Annotated[str, typer.Argument(help="The IAM user whose rotation to undo.")],
+    now: Annotated[
+        bool,
+        typer.Option(
+            "--now",
+            help="Deactivate the new key at once (a leaked key) instead of once it has gone unused for the quiet "
+            "period: applications still holding it are refused until they re-read Vault.",
+        ),
+    ] = False,
     account: AccountOption = None,
     as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
 ) -> None:
-    """Roll USER back to the old key: reactivate it, restore the previous secret in Vault, deactivate the new key.
+    """Roll USER back to the old key, refusing no application's call: the old key is made active and restored in
+    Vault at once; the new key stays active until it has gone unused for the quiet period (waiting here, or parked
+    on a served server), then it is deactivated, and deleted after the grace period.
 
-    Also cancels the scheduled deletion and a paused run. Possible until the old key is deleted; after that it
-    says so and changes nothing. Safe to run again.
+    Also cancels the scheduled deletion and a paused or waiting run. Possible until the old key is deleted; after
+    that it says so and changes nothing. Safe to run again (it continues the rollback).
     """
+    from keyrotor.core.inputs import RollbackRequest
     from keyrotor.flows.rollback import rollback_rotation
 
-    _run_flow(rollback_rotation, user, account, as_json, (Phase.ROLLED_BACK,))
+    values = {"user_name": user, "account_id": account or "", "now": now}
+    _one_user_flow(rollback_rotation, RollbackRequest, values, as_json)
+
+
+def _one_user_flow(flow: UserFlow, kind: type[Request], values: dict[str, Any], as_json: bool) -> None:
+    """Run a one-user flow in this process and print its record; clear message and exit code on failure."""
+    from keyrotor.core.inputs import Origin
+
+    try:
+        request = kind.parse(values, Origin.CLI)
+        start_prefect()
+        state = _run_here(flow, request)
+    except KeyrotorError as error:
+        fail(error, as_json)
+        return
+    _print_report(state, as_json)
 
 
 def pause(
@@ -183,12 +232,13 @@ def pause(
     Works for rotations running from a deployment (served or on a worker), also while they wait for the old key
     to go quiet. A paused rotation still blocks other rotations of USER and can be rolled back.
     """
+    from keyrotor.adapters.prefect_runs import PrefectRuns
     from keyrotor.control.pause import pause_rotation
     from keyrotor.core.inputs import check_user_name
 
     try:
         check_user_name(user)
-        run_id = pause_rotation(connections_for(account, f"pause-{user}"), user)
+        run_id = pause_rotation(connections_for(account, f"pause-{user}"), PrefectRuns(), user)
     except KeyrotorError as error:
         fail(error, False)
         return
@@ -205,13 +255,19 @@ def resume(
     account: AccountOption = None,
 ) -> None:
     """Resume USER's paused rotation: Prefect reschedules the flow run and it continues where it stopped."""
+    from keyrotor.adapters.connections import whoami
+    from keyrotor.adapters.prefect_runs import PrefectRuns
     from keyrotor.control.pause import resume_rotation
     from keyrotor.core.inputs import check_user_name
+    from keyrotor.core.model import Answer
 
-    answer = None if approve is None else {"approve": approve, "note": note}
+    answer = None
+    if approve is not None:
+        choice = Answer.APPROVE if approve else Answer.REJECT
+        answer = {"answer": choice.value, "note": note, "answered_by": f"{whoami()} (keyrotor resume)"}
     try:
         check_user_name(user)
-        run_id = resume_rotation(connections_for(account, f"resume-{user}"), user, answer)
+        run_id = resume_rotation(connections_for(account, f"resume-{user}"), PrefectRuns(), user, answer)
     except KeyrotorError as error:
         fail(error, False)
         return
@@ -237,93 +293,76 @@ def status(
         fail(error, as_json)
         return
     if as_json:
-        print(json.dumps(report, default=str))
+        print(json.dumps(report.to_json(), default=str))
         return
-    _print_status(report)
-
-
-def _run_flow(flow_function: Any, user: str, account: str | None, as_json: bool, ok: tuple[Phase, ...]) -> None:
-    """Run a one-user flow in process and print its outcome; clear message and exit code on failure."""
-    from prefect import tags
-
-    from keyrotor.core.inputs import check_user_name
-    from keyrotor.tasks.report import user_tags
-
-    try:
-        check_user_name(user)
-        if account:
-            from keyrotor.adapters.accounts import check_account_id
-
-            check_account_id(account)
-        start_prefect()
-        with tags("keyrotor", *user_tags(user, account)):
-            report = flow_function(user_name=user, account_id=account)
-    except KeyrotorError as error:
-        fail(error, as_json)
-        return
-    _print_report(report, as_json, ok)
+    out.print(
+        f"[bold]{report.user}[/] in account {report.account_id}; Vault {report.secret_path} "
+        f"names {report.published_key_id or 'no key'}"
+    )
+    keys = Table("key", "status", "created", "last used", "service", "in Vault", "rotation role")
+    for line in report.keys:
+        used = line.last_used
+        keys.add_row(
+            line.key.key_id,
+            line.key.status.value,
+            line.key.created.isoformat(),
+            used.used_at.isoformat() if used.used_at else "never",
+            used.service or "",
+            "yes" if line.published else "",
+            line.role,
+        )
+    out.print(keys)
+    state = report.view.state
+    if state is not None:
+        out.print(
+            f"{state.kind.value} {state.rotation_id}: phase [bold]{state.phase.value}[/], started "
+            f"{state.started_at.isoformat()} by {state.started_by}"
+        )
+    lease = report.view.lease
+    if report.view.run_alive and lease is not None and lease.expires_at is not None:
+        out.print(f"held by {lease.holder} until {lease.expires_at.isoformat()}")
+    _print_outlook(report.view.outlook)
 
 
 def _print_report(
-    report: dict[str, Any], as_json: bool, ok: tuple[Phase, ...] = (Phase.COMPLETED, Phase.DEACTIVATED)
+    state: RotationState, as_json: bool, ok: tuple[Phase, ...] = (Phase.COMPLETED, Phase.DEACTIVATED, Phase.ROLLED_BACK)
 ) -> None:
-    """Print a rotation's outcome; exit non-zero unless it reached an ending in ``ok`` for this run."""
+    """Print a rotation's record; exit non-zero unless it reached an ending in ``ok`` for this run."""
     if as_json:
-        print(json.dumps(report, default=str))
+        print(json.dumps(state.to_json(), default=str))
     else:
-        _print_rotation(report)
-    if report["phase"] not in ok:
-        err.print(
-            f"[bold red]rotation ended in phase {report['phase']}:[/] {report.get('error') or ''}", highlight=False
-        )
+        _print_rotation(state)
+    if state.phase not in ok:
+        err.print(f"[bold red]rotation ended in phase {state.phase.value}:[/] {state.error or ''}", highlight=False)
         raise typer.Exit(1)
 
 
-def _print_rotation(report: dict[str, Any]) -> None:
-    table = Table(title=f"rotation {report['rotation_id']} of {report['user_name']}", show_header=False)
-    for field in (
-        "phase",
-        "old_key_id",
-        "new_key_id",
-        "started_at",
-        "published_at",
-        "deactivated_at",
-        "delete_after",
-        "deletion_run_id",
-        "completed_at",
-    ):
-        if report.get(field) is not None:
-            table.add_row(field.replace("_", " "), str(report[field]))
+def _print_rotation(state: RotationState) -> None:
+    table = Table(title=f"{state.kind.value} {state.rotation_id} of {state.user_name}", show_header=False)
+    rows: list[tuple[str, object]] = [
+        ("phase", state.phase.value),
+        ("old key id", state.old_key_id),
+        ("new key id", state.new_key_id),
+        ("started at", state.started_at),
+        ("published at", state.published_at),
+        ("deactivated at", state.deactivated_at),
+        ("delete after", state.delete_after),
+        ("deletion run id", state.deletion_run_id),
+        ("completed at", state.completed_at),
+    ]
+    if state.rollback is not None:
+        rows += [
+            ("rolled back at", state.rollback.restored_at),
+            ("new key deactivated at", state.rollback.new_key_deactivated_at),
+            ("new key deleted after", state.rollback.delete_after),
+        ]
+    for name, value in rows:
+        if value is not None:
+            table.add_row(name, value.isoformat() if hasattr(value, "isoformat") else str(value))
     out.print(table)
 
 
-def _print_status(report: dict[str, Any]) -> None:
-    rotation = report["rotation"] or {}
-    out.print(
-        f"[bold]{report['user']}[/] in account {report['account_id']}; Vault {report['secret_path']} "
-        f"names {report['published_key_id'] or 'no key'}"
-    )
-    keys = Table("key", "status", "created", "last used", "service", "in Vault", "rotation role")
-    for key in report["keys"]:
-        used = key["last_used"]
-        keys.add_row(
-            key["key_id"],
-            key["status"],
-            key["created"],
-            used["used_at"] or "never",
-            used["service"] or "",
-            "yes" if key["published_in_vault"] else "",
-            key["role"],
-        )
-    out.print(keys)
-    if rotation:
-        out.print(
-            f"rotation {rotation['rotation_id']}: phase [bold]{rotation['phase']}[/], started "
-            f"{rotation['started_at']} by {rotation['started_by']}"
-        )
-    if report["lease"]:
-        out.print(f"held by {report['lease']['holder']} until {report['lease']['expires_at']}")
-    view = report["outlook"]
-    out.print(f"doing: {view['doing']}", highlight=False)
-    out.print(f"waiting for: {view['waiting_for']}", highlight=False)
-    out.print(f"next: {view['command'] or 'nothing to do'}", highlight=False)
+def _print_outlook(view: Outlook) -> None:
+    out.print(f"doing: {view.doing}", highlight=False)
+    out.print(f"waiting for: {view.waiting_for}", highlight=False)
+    out.print(f"next: {view.command or 'nothing to do'}", highlight=False)

@@ -10,66 +10,70 @@ import fnmatch
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from keyrotor.adapters.connections import Connections
+from keyrotor.control.view import RotationView, read_view
+from keyrotor.core.durations import format_duration
 from keyrotor.core.errors import PreconditionFailed
-from keyrotor.core.model import Phase, RotationState, Wait
-from keyrotor.core.outlook import Outlook, outlook
+from keyrotor.core.model import Phase, RotationState, to_record
 from keyrotor.core.timestamps import utcnow
+
+#: A check this late says nobody is waking rotations (every waker checks due rotations every few seconds).
+OVERDUE = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
 class FleetEntry:
-    """One user's rotation as the fleet view shows it."""
+    """One user's rotation as the fleet view shows it: its view (the same as ``keyrotor status``'s and the
+    artifact's), and how late its next check is, if it is."""
 
-    user: str
-    status: str
-    state: RotationState
-    wait: Wait | None
-    view: Outlook
+    view: RotationView
+    overdue: timedelta | None = None
+
+    @property
+    def user(self) -> str:
+        return self.view.user
+
+    @property
+    def state(self) -> RotationState:
+        assert self.view.state is not None
+        return self.view.state
+
+    @property
+    def status(self) -> str:
+        return self.view.outlook.status
+
+    @property
+    def waiting_for(self) -> str:
+        if self.overdue is None:
+            return self.view.outlook.waiting_for
+        late = format_duration(timedelta(seconds=round(self.overdue.total_seconds())))
+        return f"{self.view.outlook.waiting_for} (check overdue by {late}: is a waker running?)"
 
     def to_json(self) -> dict[str, Any]:
+        wait = self.view.wait
         return {
             "account_id": self.state.account_id,
             "user": self.user,
-            "status": self.status,
-            "kind": self.state.kind,
+            "kind": self.state.kind.value,
             "rotation_id": self.state.rotation_id,
             "phase": self.state.phase.value,
             "old_key_id": self.state.old_key_id,
             "new_key_id": self.state.new_key_id,
-            "next_check_at": self.wait.next_check_at.isoformat() if self.wait and not self.wait.held else None,
-            "last_check": self.wait.last_check if self.wait else None,
+            "next_check_at": wait.next_check_at.isoformat() if wait and not wait.held else None,
+            "last_check": to_record(wait.last_check) if wait and wait.last_check else None,
+            "overdue_seconds": round(self.overdue.total_seconds()) if self.overdue is not None else None,
             "error": self.state.error,
-            **self.view.to_json(),
+            **self.view.outlook.to_json(),
         }
 
 
-def status_of(state: RotationState, wait: Wait | None) -> str:
-    """A one-word status for counting: the phase, or what a rotation in phase ``published`` is doing."""
-    if state.phase.terminal:
-        return state.phase.value
-    if state.rollback_started_at is not None:
-        return "rolling back"
-    if state.paused_run_id:
-        return "awaiting approval" if "approval" in (state.pause_reason or "") else "paused"
-    if state.halted:
-        return "stopped at deadline"
-    if state.phase is Phase.PUBLISHED:
-        return "waiting" if wait is not None else "waiting (in a process)"
-    if state.phase is Phase.DEACTIVATED:
-        return "grace period"
-    return state.phase.value
-
-
-def entry(user: str, state: RotationState, wait: Wait | None, now: datetime) -> FleetEntry:
-    parked = wait if wait is not None and wait.rotation_id == state.rotation_id else None
-    next_check = parked.next_check_at if parked is not None and not parked.held else None
-    return FleetEntry(
-        user, status_of(state, parked), state, parked, outlook(state, user, now, next_check_at=next_check)
-    )
+def entry(view: RotationView, now: datetime) -> FleetEntry:
+    wait = view.wait
+    late = now - wait.next_check_at if wait is not None and not wait.held else None
+    return FleetEntry(view, late if late is not None and late > OVERDUE else None)
 
 
 def summary(entries: list[FleetEntry]) -> dict[str, Any]:
@@ -79,10 +83,11 @@ def summary(entries: list[FleetEntry]) -> dict[str, Any]:
         "users": len(entries),
         "counts": dict(sorted(counts.items())),
         "in_progress": sum(1 for item in entries if not item.state.phase.terminal),
-        "needs_person": [item.user for item in entries if item.view.needs_person],
+        "needs_person": [item.user for item in entries if item.view.outlook.needs_person],
+        "overdue": [item.user for item in entries if item.overdue is not None],
         "failed": {item.user: item.state.error for item in entries if item.state.phase is Phase.FAILED},
         "next_check_at": min(
-            (item.wait.next_check_at for item in entries if item.wait is not None and not item.wait.held),
+            (item.view.wait.next_check_at for item in entries if item.view.wait and not item.view.wait.held),
             default=None,
         ),
     }
@@ -107,17 +112,15 @@ def _gather_account(connections: Connections, account: str, only: tuple[str, ...
     users = connections.users_with_records(account)
     if only:
         users = [user for user in users if any(fnmatch.fnmatch(user.lower(), glob.lower()) for glob in only)]
-    waiting = connections.waiting
-    parked = {user: waiting.read(account, user) for user in waiting.users(account)}
     found = []
     for user in users:
         try:
-            state = connections.records(user, account).load_state()
+            view = read_view(connections.records(user, account), connections.waiting, account, user, now)
         except PreconditionFailed as error:  # one unreadable record hides no other rotation
-            logging.getLogger("keyrotor.remediation.survey").warning("%s: %s", user, error)
+            logging.getLogger("keyrotor.fleet").warning("%s: %s", user, error)
             continue
-        if state is not None:
-            found.append(entry(user, state, parked.get(user), now))
+        if view.state is not None:
+            found.append(entry(view, now))
     return found
 
 
@@ -134,11 +137,11 @@ def markdown(entries: list[FleetEntry], generated_at: datetime) -> str:
         "| account | user | status | waiting for | next |",
         "|---|---|---|---|---|",
     ]
-    shown = [item for item in entries if not item.state.phase.terminal or item.view.needs_person]
+    shown = [item for item in entries if not item.state.phase.terminal or item.view.outlook.needs_person]
     shown += [item for item in entries if item.state.phase is Phase.FAILED]
     for item in shown[:500]:
         lines.append(
-            f"| {item.state.account_id} | {item.user} | {item.status} | {item.view.waiting_for} | `{item.view.command}` |"
+            f"| {item.state.account_id} | {item.user} | {item.status} | {item.waiting_for} | `{item.view.outlook.command}` |"
         )
     if len(shown) > 500:
         lines.append(f"| ... | | {len(shown) - 500} more | | |")

@@ -8,18 +8,28 @@ follows it to its end instead.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from prefect.client.schemas.objects import FlowRun
+from enum import StrEnum
 
 from keyrotor.adapters.connections import Connections
-from keyrotor.adapters.prefect_api import WAITING, cancel_run, read_run, server_name
-from keyrotor.core.errors import KeyrotorError, PrefectUnavailable, error_from_message
-from keyrotor.core.model import RotationState
+from keyrotor.adapters.prefect_api import server_name
+from keyrotor.adapters.prefect_runs import RunControl, RunView
+from keyrotor.core.errors import PrefectUnavailable, error_from_state
+from keyrotor.core.model import Phase, RotationState
 
 #: How long a run may stay Scheduled before the command concludes that nothing runs it.
 PICKUP_TIMEOUT = 90.0
+
+
+class Stop(StrEnum):
+    """Why the command stopped following a run."""
+
+    ENDED = "ended"
+    PARKED = "parked"  # waits for its key to go quiet, holding no process
+    PAUSED = "paused"
+    AWAITING_APPROVAL = "awaiting approval"
 
 
 @dataclass(frozen=True)
@@ -27,12 +37,13 @@ class Followed:
     """Where the followed run is when the command stops following: its state record and the run."""
 
     state: RotationState | None
-    run: FlowRun
-    stopped_because: str  # "ended", "parked", "paused", "awaiting approval"
+    run: RunView
+    stopped_because: Stop
 
 
 def follow(
     connections: Connections,
+    runs: RunControl,
     user_name: str,
     run_id: str,
     *,
@@ -56,37 +67,35 @@ def follow(
             progress(line)
 
     while True:
-        run = read_run(run_id)
-        if run is None or run.state is None:
+        run = runs.read(run_id)
+        if run is None:
             raise PrefectUnavailable(f"flow run {run_id} is gone from {server_name()}")
         state = records.load_state()
         if state is not None and state.last_flow_run_id == run_id:
             say(f"phase {state.phase.value}")
-        current = run.state
-        if current.is_final():
-            if current.is_completed():
-                return Followed(records.load_state(), run, "ended")
-            if current.is_failed():
-                raise error_from_message(current.message)
-            raise KeyrotorError(f"flow run {run.name} ended {current.name}: {current.message or 'see its logs'}")
-        if current.is_scheduled() and current.name != "Resuming" and run.run_count == 0:
+        if run.final:
+            if run.state.value == "COMPLETED":
+                return Followed(records.load_state(), run, Stop.ENDED)
+            raise error_from_state(run.state_name, run.message or f"flow run {run.name} ended {run.state_name}")
+        if run.state.value == "SCHEDULED" and run.state_name != "Resuming" and run.run_count == 0:
             if time.monotonic() - created > PICKUP_TIMEOUT:
-                cancel_run(run_id, "nothing picked it up")
+                runs.cancel(run_id, "nothing picked it up")
                 raise PrefectUnavailable(
                     f"no runner or worker started flow run {run.name} within {PICKUP_TIMEOUT:g}s on {server_name()}: "
                     "start `keyrotor serve` (or a worker), or rotate in this process with --local"
                 )
             say("scheduled; waiting for a runner to start it")
-        if current.is_paused() and not to_the_end:
-            if current.name == WAITING:
-                return Followed(records.load_state(), run, "parked")
-            reason = "awaiting approval" if current.state_details.run_input_keyset else "paused"
+        if run.state.value == "PAUSED" and not to_the_end:
+            if run.parked:
+                return Followed(records.load_state(), run, Stop.PARKED)
+            reason = Stop.AWAITING_APPROVAL if run.waits_for_input else Stop.PAUSED
             return Followed(records.load_state(), run, reason)
         time.sleep(poll)
 
 
 def follow_fleet(
     connections: Connections,
+    runs: RunControl,
     started: dict[tuple[str, str], str],
     *,
     progress: Callable[[str], None],
@@ -94,8 +103,6 @@ def follow_fleet(
 ) -> dict[tuple[str, str], RotationState | None]:
     """Follow the remedies a remediation started ((account, user) -> flow run id) until each has ended or
     deactivated its key, printing counts per phase when they change; returns each one's last state record."""
-    from collections import Counter
-
     last: dict[tuple[str, str], RotationState | None] = {}
     pending = dict(started)
     shown = ""
@@ -104,11 +111,11 @@ def follow_fleet(
             state = connections.records(user, account).load_state()
             last[(account, user)] = state
             ours = state is not None and run_id in (state.flow_run_id, state.last_flow_run_id)
-            if ours and state is not None and (state.phase.terminal or state.phase.value == "deactivated"):
+            if ours and state is not None and (state.phase.terminal or state.phase is Phase.DEACTIVATED):
                 del pending[(account, user)]
             elif not ours:
-                run = read_run(run_id)
-                if run is not None and run.state is not None and run.state.is_final():
+                run = runs.read(run_id)
+                if run is not None and run.final:
                     del pending[(account, user)]  # it ended without a rotation of its own (refused first)
         counts = Counter((s.phase.value if s else "not started") for key, s in last.items() if key in started)
         line = ", ".join(f"{n} {phase}" for phase, n in sorted(counts.items()))

@@ -2,65 +2,98 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from keyrotor.adapters.connections import Connections
-from keyrotor.core.outlook import outlook
+from keyrotor.control.view import RotationView, read_view
+from keyrotor.core.model import AccessKey, LastUsed, to_record
 from keyrotor.core.timestamps import utcnow
 
 
-def user_status(connections: Connections, user_name: str) -> dict[str, Any]:
-    """Gather phase, keys with last-used evidence, the published key and the lease, without changing anything."""
+@dataclass(frozen=True)
+class KeyStatusLine:
+    """One of the user's keys: its IAM status, last use, and its part in the rotation and in Vault."""
+
+    key: AccessKey
+    last_used: LastUsed
+    published: bool
+    role: str  # "old", "new" or ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key.key_id,
+            "status": self.key.status.value,
+            "created": self.key.created.isoformat(),
+            "last_used": to_record(self.last_used),
+            "published_in_vault": self.published,
+            "role": self.role,
+        }
+
+
+@dataclass(frozen=True)
+class UserStatus:
+    """What ``keyrotor status`` shows."""
+
+    user: str
+    account_id: str
+    secret_path: str
+    published_key_id: str | None
+    published_version: int | None
+    keys: list[KeyStatusLine]
+    view: RotationView
+    checked_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        state, wait = self.view.state, self.view.wait
+        return {
+            "user": self.user,
+            "account_id": self.account_id,
+            "secret_path": self.secret_path,
+            "published_key_id": self.published_key_id,
+            "published_version": self.published_version,
+            "keys": [line.to_json() for line in self.keys],
+            "rotation": state.to_json() if state else None,
+            "lease": self._lease(),
+            "outlook": self.view.outlook.to_json(),
+            "waiting": to_record(wait) if wait is not None else None,
+            "checked_at": self.checked_at.isoformat(),
+        }
+
+    def _lease(self) -> dict[str, Any] | None:
+        lease = self.view.lease
+        if lease is None or not self.view.run_alive:
+            return None
+        expires = lease.expires_at.isoformat() if lease.expires_at else None
+        return {"holder": lease.holder, "flow_run_id": lease.flow_run_id, "expires_at": expires}
+
+
+def user_status(connections: Connections, user_name: str) -> UserStatus:
+    """Gather the keys with last-used evidence, the published key and the rotation's view, changing nothing."""
     connections.iam.ensure_user(user_name)
     records = connections.records(user_name)
-    state = records.load_state()
-    published = records.published()
-    lease_record = records.read_lease()
     now = utcnow()
-    keys = []
-    for key in connections.iam.list_keys(user_name):
-        used = connections.iam.last_used(key.key_id)
-        keys.append(
-            {
-                "key_id": key.key_id,
-                "status": key.status.value,
-                "created": key.created.isoformat(),
-                "last_used": used.to_record(),
-                "published_in_vault": published is not None and published.key_id == key.key_id,
-                "role": _role(key.key_id, state.old_key_id if state else None, state.new_key_id if state else None),
-            }
+    view = read_view(records, connections.waiting, connections.account_id, user_name, now)
+    published = records.published()
+    state = view.state
+    roles = {state.old_key_id: "old", state.new_key_id: "new"} if state else {}
+    keys = [
+        KeyStatusLine(
+            key,
+            connections.iam.last_used(key.key_id),
+            published is not None and published.key_id == key.key_id,
+            roles.get(key.key_id, ""),
         )
-    lease = lease_record.data if lease_record else {}
-    alive = bool(lease.get("owner")) and datetime.fromisoformat(lease["expires_at"]) > now
-    parked = connections.waiting.read(connections.account_id, user_name)
-    waiting = parked if parked is not None and state is not None and parked.rotation_id == state.rotation_id else None
-    next_check = waiting.next_check_at if waiting is not None and not waiting.held else None
-    view = outlook(state, user_name, now, run_alive=alive, next_check_at=next_check)
-    return {
-        "user": user_name,
-        "account_id": connections.account_id,
-        "secret_path": f"{connections.kv.mount}/{records.paths.secret}",
-        "published_key_id": published.key_id if published else None,
-        "published_version": published.version if published else None,
-        "keys": keys,
-        "rotation": state.to_record() | {"version": state.version} if state else None,
-        "lease": {
-            "holder": lease.get("holder"),
-            "flow_run_id": lease.get("flow_run_id"),
-            "expires_at": lease.get("expires_at"),
-        }
-        if lease.get("owner")
-        else None,
-        "outlook": view.to_json(),
-        "waiting": waiting.to_record() if waiting is not None else None,
-        "checked_at": now.isoformat(),
-    }
-
-
-def _role(key_id: str, old_key_id: str | None, new_key_id: str | None) -> str:
-    if key_id == old_key_id:
-        return "old"
-    if key_id == new_key_id:
-        return "new"
-    return ""
+        for key in connections.iam.list_keys(user_name)
+    ]
+    return UserStatus(
+        user=user_name,
+        account_id=connections.account_id,
+        secret_path=f"{connections.kv.mount}/{records.paths.secret}",
+        published_key_id=published.key_id if published else None,
+        published_version=published.version if published else None,
+        keys=keys,
+        view=view,
+        checked_at=now,
+    )

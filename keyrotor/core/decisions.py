@@ -9,27 +9,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 from keyrotor.core.errors import PreconditionFailed
-from keyrotor.core.model import AccessKey, LastUsed, RotationState
+from keyrotor.core.model import AccessKey, LastUsed, LeaseData, Phase, Quiet, RotationState
+
+#: IAM allows this many access keys per user, active or not.
+KEYS_PER_USER = 2
 
 
-@dataclass(frozen=True)
-class SlotPlan:
-    """Which key the rotation retires, and which stale inactive keys it deletes to make room."""
-
-    old_key: AccessKey | None
-    delete: tuple[str, ...]
-
-
-def plan_slots(user_name: str, keys: Sequence[AccessKey]) -> SlotPlan:
-    """Choose the key to rotate and make sure IAM's two-key limit leaves room for a new one.
-
-    An Inactive key that is not part of a rotation may be deleted to free the slot; an Active key never is.
+def old_key_of(user_name: str, keys: Sequence[AccessKey]) -> AccessKey | None:
+    """The key a rotation retires: the user's one active key (None when it has none).
 
     Raises:
-        PreconditionFailed: the user has two active keys, so there is no safe slot.
+        PreconditionFailed: the user has two active keys, so nobody can tell which one applications use.
     """
     active = [key for key in keys if key.active]
     if len(active) > 1:
@@ -38,54 +30,57 @@ def plan_slots(user_name: str, keys: Sequence[AccessKey]) -> SlotPlan:
             f"user {user_name!r} has two active access keys ({ids}); keyrotor will not guess which one "
             "applications use. Deactivate the unused one (or run `keyrotor remediate`), then rotate again."
         )
-    inactive = [key.key_id for key in keys if not key.active]
-    delete = tuple(inactive) if len(keys) >= 2 else ()
-    return SlotPlan(old_key=active[0] if active else None, delete=delete)
+    return active[0] if active else None
 
 
-def orphan_keys(keys: Sequence[AccessKey], state: RotationState, stashed_key_id: str | None) -> list[str]:
-    """Keys created by this rotation whose secret was never stashed (a crash right after CreateAccessKey).
+def slots_to_free(keys: Sequence[AccessKey], keep: str | None) -> tuple[str, ...]:
+    """The Inactive keys to delete so that IAM's two-key limit leaves room for one more key: the oldest first,
+    never an Active key and never ``keep`` (the rotation's old key, whatever its status)."""
+    excess = len(keys) - (KEYS_PER_USER - 1)
+    candidates = [key.key_id for key in sorted(keys, key=lambda key: key.created) if not key.active]
+    return tuple(key_id for key_id in candidates if key_id != keep)[: max(0, excess)]
 
-    Nothing can ever use such a key: its secret is lost. Every key that existed when the rotation
-    started is listed in ``keys_before``, so anything else that is not the stashed key is ours and orphaned.
+
+def orphan_keys(keys: Sequence[AccessKey], state: RotationState) -> list[str]:
+    """Keys created by this rotation that were never stashed (a crash right after CreateAccessKey, or an answer
+    lost on the way back): nothing can ever use such a key, its secret is lost.
+
+    Every key that existed when the rotation started is listed in ``keys_before``; anything else is ours. The
+    caller excludes the key it has stashed (which it adopts instead).
     """
     known = set(state.keys_before) | {state.old_key_id}
-    return [key.key_id for key in keys if key.key_id not in known and key.key_id != stashed_key_id]
-
-
-class Quiet(StrEnum):
-    """Outcome of one look at the old key while waiting for applications to switch."""
-
-    QUIET = "quiet"
-    WAIT = "wait"
-    DEADLINE = "deadline"
+    return [key.key_id for key in keys if key.key_id not in known]
 
 
 @dataclass(frozen=True)
 class QuietCheck:
-    """What one poll of the old key's last-used date concluded, and when to look next."""
+    """What one poll of the key's last-used date concluded, and when to look next."""
 
     outcome: Quiet
     quiet_since: datetime
     next_check_at: datetime | None
 
+    def in_use_since(self, since: datetime) -> bool:
+        """Whether the key was used after ``since`` (the publish), as opposed to simply not quiet long enough yet."""
+        return self.quiet_since > since
+
 
 def check_quiet(
     *,
-    published_at: datetime,
+    since: datetime,
     last_used: LastUsed,
     quiet_period: timedelta,
     poll_interval: timedelta,
     deadline: datetime,
     now: datetime,
 ) -> QuietCheck:
-    """Decide whether the old key has gone unused for the quiet period since the new key was published.
+    """Decide whether a key has gone unused for the quiet period since ``since`` (the publish of the new key).
 
-    The clock starts at the publish, or at the old key's last use if that is later. At the deadline a key
-    that is not quiet is never deactivated: the caller stops and lets an operator decide.
+    The clock starts at ``since``, or at the key's last use if that is later. At the deadline a key that is not
+    quiet is never deactivated: the caller stops and lets an operator decide.
     """
     used_at = last_used.used_at
-    quiet_since = max(published_at, used_at) if used_at is not None else published_at
+    quiet_since = max(since, used_at) if used_at is not None else since
     quiet_at = quiet_since + quiet_period
     if now >= quiet_at:
         return QuietCheck(Quiet.QUIET, quiet_since, None)
@@ -101,11 +96,32 @@ class LeaseVerdict(StrEnum):
     WAIT = "wait"
 
 
-def judge_lease(lease: dict[str, Any] | None, *, owner: str, flow_run_id: str | None, now: datetime) -> LeaseVerdict:
+def judge_lease(lease: LeaseData | None, *, owner: str, flow_run_id: str | None, now: datetime) -> LeaseVerdict:
     """A lease is free when nobody holds it, it expired, or it is ours (same owner or same Prefect flow run)."""
-    if not lease or not lease.get("owner"):
+    if lease is None or not lease.owner:
         return LeaseVerdict.ACQUIRE
-    if lease["owner"] == owner or (flow_run_id is not None and lease.get("flow_run_id") == flow_run_id):
+    if lease.owner == owner or (flow_run_id is not None and lease.flow_run_id == flow_run_id):
         return LeaseVerdict.ACQUIRE
-    expires_at = datetime.fromisoformat(lease["expires_at"])
-    return LeaseVerdict.ACQUIRE if expires_at <= now else LeaseVerdict.WAIT
+    return LeaseVerdict.ACQUIRE if lease.expires_at is None or lease.expires_at <= now else LeaseVerdict.WAIT
+
+
+def within_cooldown(previous_requested_at: datetime, requested_at: datetime, cooldown: timedelta) -> bool:
+    """Whether a rotation requested at ``requested_at`` comes too soon after the previous one, requested at
+    ``previous_requested_at``.
+
+    Both are when each rotation was due (a schedule's time, or when a person asked), never when a run happened to
+    create its key: a daily schedule with a one-day cooldown is then exactly one day apart, every day, however late
+    each run started.
+    """
+    return requested_at - previous_requested_at < cooldown
+
+
+def deletion_due(state: RotationState, now: datetime) -> bool:
+    """Whether a key of this rotation waits for its deletion and its grace period is over: the deactivated old key
+    of a rotation, or the deactivated new key of a rollback."""
+    if state.phase is Phase.DEACTIVATED:
+        return state.delete_after is not None and state.delete_after <= now
+    rollback = state.rollback
+    if state.phase is Phase.ROLLED_BACK and rollback is not None and rollback.new_key_deleted_at is None:
+        return rollback.delete_after is not None and rollback.delete_after <= now
+    return False

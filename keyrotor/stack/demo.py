@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -78,8 +78,11 @@ def _run(stack: LocalStack, console: Console) -> bool:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from keyrotor.adapters.connections import Connections
+    from keyrotor.adapters.prefect_api import run_here
     from keyrotor.core.errors import KeyrotorError
+    from keyrotor.core.inputs import RotationRequest, TimingFields
     from keyrotor.flows.rotate import rotate_access_key
+    from keyrotor.settings import Settings
     from keyrotor.stack.seed import backdate_key, create_user_with_keys
     from keyrotor.stack.simulated_apps import SimulatedApp
 
@@ -109,9 +112,12 @@ def _run(stack: LocalStack, console: Console) -> bool:
         for user in users:
             console.rule(f"rotating {user.name} ({user.case})")
             try:
-                # In process a refusal raises; the flow returns a State only to Prefect's engine.
-                user.report = cast(dict[str, Any], rotate_access_key(user_name=user.name))
-                user.outcome = str(user.report["phase"])
+                request = RotationRequest.parse(
+                    {"user_name": user.name} | TimingFields.timing_values(Settings().timings)
+                )
+                state = run_here(rotate_access_key, request)
+                user.report = state.to_json()
+                user.outcome = state.phase.value
             except KeyrotorError as error:
                 user.outcome = "refused"
                 console.print(f"[yellow]refused, nothing changed:[/] {error}")

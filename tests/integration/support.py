@@ -24,7 +24,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from keyrotor.adapters.connections import Connections
 from keyrotor.adapters.prefect_api import synchronous
 from keyrotor.adapters.records import RotationRecords
-from keyrotor.core.model import RotationState
+from keyrotor.core.model import RotationState, from_record
 from keyrotor.deployments.table import NAMES
 from tests.conftest import OUTPUT, ROOT
 
@@ -120,12 +120,16 @@ class Runner:
         self.log.close()
 
 
-def start_rotation(env: dict[str, str], user: str, **parameters: Any) -> str:
+def rotation_parameters(user: str, **fields: Any) -> dict[str, Any]:
+    """A rotate-access-key run's parameters, as the UI's form sends them: the test timings unless given."""
+    request = {"user_name": user, "quiet_period": "2s", "poll_interval": "1s", "max_wait": "30s", "grace_period": "0s"}
+    return {"request": request | fields}
+
+
+def start_rotation(env: dict[str, str], user: str, **fields: Any) -> str:
     with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
         run = run_deployment(
-            "rotate-access-key/rotate-access-key",
-            parameters={"user_name": user, "poll_interval": "1s", "grace_period": "0s", **parameters},
-            timeout=0,
+            "rotate-access-key/rotate-access-key", parameters=rotation_parameters(user, **fields), timeout=0
         )
     return str(synchronous(run).id)
 
@@ -136,11 +140,11 @@ def state_of(env: dict[str, str], run_id: str) -> State:
         return run_state(run_id)
 
 
-def schedule_rotation(user: str, **parameters: object) -> str:
+def schedule_rotation(user: str, **fields: Any) -> str:
     """What "Run" on the deployment does in the UI: a flow run of rotate-access-key, a moment from now."""
     run = run_deployment(
         "rotate-access-key/rotate-access-key",
-        parameters={"user_name": user, "poll_interval": "1s", "grace_period": "0s", **parameters},
+        parameters=rotation_parameters(user, **fields),
         scheduled_time=datetime.now(UTC) + timedelta(seconds=1),
         timeout=0,
     )
@@ -205,5 +209,5 @@ def state_history(records: RotationRecords, limit: int = 50) -> list[RotationSta
     for version in range(current, max(0, current - limit), -1):
         record = records.kv.read(records.paths.state, version)
         if record is not None:
-            history.append(RotationState.from_record(record.data, record.version))
+            history.append(from_record(RotationState, record.data, record.version))
     return history

@@ -176,7 +176,7 @@ def test_deployments_visible_and_paused_rotation_resumed_by_click(
         screenshot(page, "ui-waiting.png")
         paused = keyrotor_cli(stack_environ, "pause", user)
         assert paused.returncode == 0, paused.stderr
-        assert required(records.load_state()).paused_run_id == run_id and run_state(run_id).name == "Suspended"
+        assert required(required(records.load_state()).pause).run_id == run_id and run_state(run_id).name == "Suspended"
 
         # (c) Its flow run page shows it Suspended; click "Resume" and confirm in the modal.
         page.goto(f"{base}runs/flow-run/{run_id}")
@@ -188,7 +188,7 @@ def test_deployments_visible_and_paused_rotation_resumed_by_click(
         dialog.get_by_role("button", name=re.compile(r"^\s*(Submit|Resume|Confirm)\s*$")).click()
         expect(dialog).to_be_hidden()
         wait_for(
-            lambda: required(records.load_state()).paused_run_id is None,
+            lambda: required(records.load_state()).pause is None,
             "the resumed run to take the pause off",
             timeout=60,
         )
@@ -217,4 +217,4 @@ def test_deployments_visible_and_paused_rotation_resumed_by_click(
 
     assert_rotated(iam, connections, user, old)
     state = required(records.load_state())
-    assert state.phase is Phase.COMPLETED and state.paused_run_id is None, state
+    assert state.phase is Phase.COMPLETED and state.pause is None, state

@@ -1,17 +1,28 @@
-"""In-memory stand-ins for IAM and Vault KV v2, for the fast unit layer: :class:`FakeIam` is an
-:class:`~keyrotor.adapters.iam.IamGateway`, :class:`FakeKV` a :class:`~keyrotor.adapters.vault.KVStore`."""
+"""In-memory stand-ins for IAM, Vault KV v2 and Prefect's runs, for the fast unit layer: :class:`FakeIam` is an
+:class:`~keyrotor.adapters.iam.IamGateway`, :class:`FakeKV` a :class:`~keyrotor.adapters.vault.KVStore`,
+:class:`FakeRuns` a :class:`~keyrotor.adapters.prefect_runs.RunControl`; :class:`FakeClock` moves only when told."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from prefect.client.schemas.objects import StateType
 from pydantic import SecretStr
 
+from keyrotor.adapters.prefect_runs import RunView
 from keyrotor.adapters.vault import KVRecord
-from keyrotor.core.errors import CreateAnswerLost, KeyNotAccepted, PreconditionFailed, RotationConflict, TransientError
+from keyrotor.core.errors import (
+    AwsUnavailable,
+    CreateAnswerLost,
+    KeyNotAccepted,
+    PreconditionFailed,
+    RotationConflict,
+    TransientError,
+)
 from keyrotor.core.model import AccessKey, KeyStatus, LastUsed, NewCredentials
 
 _ids = itertools.count(1)
@@ -22,10 +33,13 @@ class FakeIam:
 
     def __init__(self, verifies: bool = True) -> None:
         self.users: dict[str, dict[str, AccessKey]] = {}
+        self.tags: dict[str, dict[str, str]] = {}
         self.secrets: dict[str, str] = {}
         self.used: dict[str, LastUsed] = {}
         self.verifies = verifies
         self.sts_down = False
+        self.iam_down = False  # last_used raises AwsUnavailable (an outage)
+        self.looks: list[str] = []  # every GetAccessKeyLastUsed, by key id
         self.lost_create_answers = 0
 
     def add_user(self, name: str, keys: int = 1) -> list[str]:
@@ -34,6 +48,10 @@ class FakeIam:
 
     def account_id(self) -> str:
         return "123456789012"
+
+    def credentials(self, key_id: str) -> NewCredentials:
+        """A key's id and secret, as an application holds them."""
+        return NewCredentials(key_id, SecretStr(self.secrets[key_id]))
 
     def ensure_user(self, user_name: str) -> None:
         if user_name not in self.users:
@@ -61,7 +79,14 @@ class FakeIam:
         del self.users[user_name][key_id]
 
     def last_used(self, key_id: str) -> LastUsed:
+        if self.iam_down:
+            raise AwsUnavailable("cannot reach IAM")
+        self.looks.append(key_id)
         return self.used.get(key_id, LastUsed(key_id, None))
+
+    def user_tags(self, user_name: str) -> dict[str, str]:
+        self.ensure_user(user_name)
+        return dict(self.tags.get(user_name, {}))
 
     def caller_arn(self, credentials: NewCredentials) -> str:
         if self.sts_down:
@@ -135,3 +160,80 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
         for callback in self.on_sleep:
             callback()
+
+
+class FakeRuns:
+    """Prefect's flow runs in memory (a :class:`~keyrotor.adapters.prefect_runs.RunControl`): what the waker and the
+    operator's commands do to them is recorded, and a test moves them between states as Prefect would."""
+
+    server = "http://prefect.test/api"
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.runs: dict[str, RunView] = {}
+        self.deployment_of: dict[str, str] = {}
+        self.resumed: list[str] = []
+        self.rescheduled: list[str] = []
+        self.cancelled: list[str] = []
+        self.artifacts: dict[str, str] = {}
+
+    def add(
+        self,
+        run_id: str,
+        state: StateType,
+        name: str = "",
+        *,
+        deployment: str = "rotate-access-key/rotate-access-key",
+        **fields: Any,
+    ) -> RunView:
+        names = {StateType.PAUSED: "Suspended", StateType.RUNNING: "Running", StateType.SCHEDULED: "Scheduled"}
+        run = RunView(
+            id=run_id,
+            name=f"run {run_id}",
+            state=state,
+            state_name=name or names.get(state, state.value.capitalize()),
+            timestamp=self.clock.now,
+            deployment_id=deployment,
+            **fields,
+        )
+        self.runs[run_id] = run
+        self.deployment_of[run_id] = deployment
+        return run
+
+    def move(self, run_id: str, state: StateType, name: str, **fields: Any) -> None:
+        self.runs[run_id] = dataclasses.replace(
+            self.runs[run_id], state=state, state_name=name, timestamp=self.clock.now, **fields
+        )
+
+    def read(self, run_id: str) -> RunView | None:
+        return self.runs.get(run_id)
+
+    def resume(self, run_id: str, run_input: dict[str, Any] | None = None) -> bool:
+        run = self.runs[run_id]
+        if run.state is not StateType.PAUSED:
+            return False
+        self.resumed.append(run_id)
+        self.move(run_id, StateType.SCHEDULED, "Resuming", pause_timeout=None)
+        return True
+
+    def suspend(self, run_id: str, timeout: timedelta | None = None, *, force: bool = False) -> None:
+        until = self.clock.now + timeout if timeout else None
+        self.move(run_id, StateType.PAUSED, "Suspended", pause_timeout=until, message="")
+
+    def never_expire(self, run: RunView) -> None:
+        self.move(run.id, StateType.PAUSED, run.state_name, pause_timeout=None)
+
+    def reschedule(self, run_id: str, reason: str, at: datetime) -> None:
+        self.rescheduled.append(run_id)
+        self.move(run_id, StateType.SCHEDULED, reason)
+
+    def cancel(self, run_id: str, reason: str) -> None:
+        self.cancelled.append(run_id)
+        self.move(run_id, StateType.CANCELLED, "Cancelled", message=reason)
+
+    def runs_of(self, deployments: Sequence[str], states: Sequence[StateType], limit: int = 200) -> list[RunView]:
+        found = [run for run in self.runs.values() if self.deployment_of[run.id] in deployments and run.state in states]
+        return found[:limit]
+
+    def publish_markdown(self, key: str, markdown: str, description: str) -> None:
+        self.artifacts[key] = markdown

@@ -1,4 +1,4 @@
-"""Imports go one way: entry points → flows → steps (tasks) → control and survey → adapters → pure core.
+"""Imports go one way: entry points → flows → steps (tasks) and the waker → control and survey → adapters → pure core.
 
 A module may import its own layer and the layers below it, never one above. Read from the source with ``ast``, so
 an import inside a function counts as much as one at the top: a lazy import upward is still a knot.
@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("keyrotor.adapters", 1),
     ("keyrotor.control", 2),
     ("keyrotor.remediation.survey", 2),
+    ("keyrotor.waker", 3),  # a service of its own, beside the steps
     ("keyrotor.tasks", 3),
     ("keyrotor.flows", 4),
     ("keyrotor.deployments", 5),

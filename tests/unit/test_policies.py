@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 
 ACCOUNT, OTHER_ACCOUNT, BOT = "111122223333", "444455556666", "keyrotor"
 WRITES = ("iam:CreateAccessKey", "iam:UpdateAccessKey", "iam:DeleteAccessKey")
-READS = ("iam:GetUser", "iam:ListAccessKeys", "iam:GetAccessKeyLastUsed")
+READS = ("iam:GetUser", "iam:ListUserTags", "iam:ListAccessKeys", "iam:GetAccessKeyLastUsed")
 AUDIT = ("iam:GenerateCredentialReport", "iam:GetCredentialReport", "iam:GetAccountAuthorizationDetails")
 
 

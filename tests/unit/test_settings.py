@@ -6,7 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from keyrotor.settings import Settings, Timings
+from keyrotor.core.timings import Timings
+from keyrotor.settings import Settings
 
 
 def test_defaults_fit_real_aws() -> None:
@@ -15,8 +16,8 @@ def test_defaults_fit_real_aws() -> None:
 
 
 def test_max_wait_shorter_than_quiet_period_is_refused() -> None:
-    with pytest.raises(ValueError, match="max-wait"):
-        Timings().with_overrides(quiet_period="2h", max_wait="1h")
+    with pytest.raises(ValueError, match="max wait"):
+        Timings.model_validate({"quiet_period": "2h", "max_wait": "1h"})  # the text form, as from the environment
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:

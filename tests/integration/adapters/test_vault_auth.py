@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from keyrotor.adapters.connections import Connections
+from keyrotor.adapters.vault import VaultKV
 from tests.conftest import OUTPUT, ROOT
 from tests.helpers import keyrotor_cli
 from tests.integration.support import Runner, active_keys, assert_rotated, start_rotation, state_of, wait_for
@@ -124,6 +125,7 @@ def test_a_login_outlives_its_token(
     while time.monotonic() - started < 12:
         connections.kv.check()
         connections.kv.list("keyrotor")
+        assert isinstance(connections.kv, VaultKV)
         tokens.add(connections.kv._client.token)  # noqa: SLF001 - which token each call used
         time.sleep(1)
     assert len(tokens) >= 2, "the login was done again once its token could no longer be renewed"

@@ -14,7 +14,8 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from keyrotor.adapters.connections import Connections
-from keyrotor.adapters.prefect_api import WAITING, suspend_run
+from keyrotor.adapters.prefect_api import WAITING
+from keyrotor.adapters.prefect_runs import PrefectRuns
 from keyrotor.core.model import Phase
 from keyrotor.stack.faults import FaultProxy
 from keyrotor.stack.services import LocalStack, StackPorts, read_stack
@@ -88,8 +89,12 @@ def test_a_ui_pause_whose_timeout_passed_can_still_be_resumed(
         run_id = start_rotation(own_server, user, quiet_period="3s")
         wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.VERIFIED, "the busy run")
         with temporary_settings(updates={PREFECT_API_URL: own_server["PREFECT_API_URL"]}):
-            suspend_run(run_id, timedelta(seconds=3))  # what the UI's Pause sends, with a short timeout
-        wait_for(lambda: required(records.load_state()).paused_run_id == run_id, "the pause to be recorded", timeout=60)
+            PrefectRuns().suspend(run_id, timedelta(seconds=3))  # what the UI's Pause sends, with a short timeout
+        wait_for(
+            lambda: required(required(records.load_state()).pause).run_id == run_id,
+            "the pause to be recorded",
+            timeout=60,
+        )
         time.sleep(15)  # the timeout passes, and Prefect's pause-expiration service runs (every 5 s)
         state = state_of(own_server, run_id)
         assert state.is_paused() and state.state_details.pause_timeout is None, state

@@ -96,7 +96,7 @@ def test_the_sweep_finishes_a_due_deletion_whose_scheduled_run_was_lost(
     time.sleep(1.5)
     report = finish_due_deletions()
     who = f"{connections.account_id}/{user}"
-    assert who in report["finished"] and who not in report["failed"]
+    assert who in report.finished and who not in report.failed
     assert_rotated(iam, connections, user, old)
 
 

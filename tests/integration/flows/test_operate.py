@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -19,9 +19,10 @@ from prefect.flow_runs import resume_flow_run
 
 from keyrotor.adapters.connections import Connections
 from keyrotor.adapters.prefect_api import synchronous
-from keyrotor.core.model import Phase
+from keyrotor.adapters.records import RotationRecords
+from keyrotor.core.model import PauseKind, Phase
 from keyrotor.stack.simulated_apps import SimulatedApp
-from tests.helpers import keyrotor_cli
+from tests.helpers import keyrotor_cli, keyrotor_process
 from tests.integration.support import (
     active_keys,
     all_keys,
@@ -35,6 +36,12 @@ from tests.integration.support import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+def paused_run(records: RotationRecords) -> str | None:
+    """The flow run a user's rotation is paused in, as Vault records it."""
+    state = records.load_state()
+    return state.pause.run_id if state is not None and state.pause is not None else None
 
 
 @pytest.mark.parametrize("how", ["ui-deployment-pause/cli-resume", "cli-pause/ui-resume"])
@@ -68,10 +75,10 @@ def test_paused_during_the_wait_holds_no_process_and_resumes_to_the_end(
         else:
             paused = keyrotor_cli(stack_environ, "pause", user)
             assert paused.returncode == 0, paused.stderr
-        wait_for(lambda: (s := records.load_state()) is not None and s.paused_run_id == run_id, "the durable pause")
+        wait_for(lambda: paused_run(records) == run_id, "the durable pause")
         assert run_state(run_id).is_paused()
         wait_for(lambda: not processes_of(run_id), "the run's process to exit", timeout=30)
-        assert not (required(records.read_lease()).data.get("owner"))
+        assert not required(records.lease.read_lease()).data.owner
 
         second = keyrotor_cli(stack_environ, "rotate", user, "--local")
         assert second.returncode == 4 and "paused" in second.stderr
@@ -91,7 +98,7 @@ def test_paused_during_the_wait_holds_no_process_and_resumes_to_the_end(
     assert {s.new_key_id for s in history if s.new_key_id} == {history[-1].new_key_id}, "one new key, never two"
     ranks = [s.phase.rank for s in history]
     assert ranks == sorted(ranks), "phases never went backwards"
-    assert [s.phase for s in history if s.paused_run_id] == [Phase.PUBLISHED]
+    assert [s.phase for s in history if s.pause] == [Phase.PUBLISHED]
 
 
 @pytest.mark.parametrize("approve", [True, False], ids=["approve", "reject"])
@@ -107,28 +114,34 @@ def test_approval_gate_pauses_with_the_evidence_then_approve_or_reject(
     old = active_keys(iam, user)[0]
     records = connections.records(user)
     run_id = schedule_rotation(user, quiet_period="2s", require_approval=True)
-    state = wait_for(lambda: (s := records.load_state()) is not None and s.pause_reason and s, "the approval pause")
-    assert state.pause_reason is not None  # the wait above returned the record once it had a pause reason
-    assert "approval" in state.pause_reason and run_state(run_id).is_paused()
+    pause = wait_for(lambda: (s := records.load_state()) is not None and s.pause, "the approval pause")
+    assert pause.kind is PauseKind.APPROVAL and run_state(run_id).is_paused()
     assert set(all_keys(iam, user).values()) == {"Active"} and len(all_keys(iam, user)) == 2
     wait_for(lambda: not processes_of(run_id), "the suspended run's process to exit", timeout=30)
     keyset = required(run_state(run_id).state_details.run_input_keyset, "the approval's run input keyset")
     with get_client(sync_client=True) as client:
         description = client.read_flow_run_input(UUID(run_id), keyset["description"])
     assert old in description and ("never used" in description or "last used" in description)
+    assert description.count(old) == 1 and "quiet period required: 2s" in description
 
     if approve:
-        answered = keyrotor_cli(stack_environ, "resume", user, "--approve")
+        answered = keyrotor_cli(stack_environ, "resume", user, "--approve", "--note", "checked the logs")
         assert answered.returncode == 0, answered.stderr
     else:
-        resume_flow_run(UUID(run_id), run_input={"approve": False, "note": "billing still uses it"})
+        answer = {"answer": "reject", "note": "billing still uses it", "answered_by": "carol"}
+        resume_flow_run(UUID(run_id), run_input=answer)
     wait_for(lambda: run_state(run_id).is_final(), "the answered run to finish", timeout=120)
-    assert run_state(run_id).is_completed()
+    final = required(records.load_state())
+    assert final.approval is not None and final.approval.answered_at is not None
     if approve:
+        assert run_state(run_id).is_completed()
         assert_rotated(iam, connections, user, old)
+        assert final.approval.note == "checked the logs" and "keyrotor resume" in final.approval.answered_by
     else:
-        final = required(records.load_state())
+        ended = run_state(run_id)
+        assert not ended.is_completed() and ended.name == "Rejected", "a rejection does not look like a success"
         assert final.phase is Phase.REJECTED and final.error is not None and "billing still uses it" in final.error
+        assert final.approval.answered_by == "carol"
         assert set(all_keys(iam, user).values()) == {"Active"} and len(all_keys(iam, user)) == 2
         assert required(records.published()).key_id == final.new_key_id
 
@@ -163,7 +176,7 @@ def test_rollback_of_an_interrupted_rotation(
 ) -> None:
     user = user_factory("rb-" + failpoint.split("-")[1])
     old = active_keys(iam, user)[0]
-    killed = keyrotor_cli({**stack_environ, "KEYROTOR_FAILPOINT": failpoint}, "rotate", user, "--local")
+    killed = keyrotor_process({**stack_environ, "KEYROTOR_FAILPOINT": failpoint}, "rotate", user, "--local")
     assert killed.returncode == -signal.SIGKILL
     rollback_and_check(iam, connections, stack_environ, user, old)
     assert keyrotor_cli(stack_environ, "rotate", user, "--local").returncode == 0, (
@@ -179,14 +192,14 @@ def test_an_interrupted_rollback_run_again_ends_the_same(
     old = active_keys(iam, user)[0]
     rotated = keyrotor_cli(stack_environ, "rotate", user, "--local", "--grace-period", "10m")
     assert rotated.returncode == 0, rotated.stderr
-    killed = keyrotor_cli({**stack_environ, "KEYROTOR_FAILPOINT": failpoint}, "rollback", user)
+    killed = keyrotor_process({**stack_environ, "KEYROTOR_FAILPOINT": failpoint}, "rollback", user)
     assert killed.returncode == -signal.SIGKILL
     blocked = keyrotor_cli(stack_environ, "rotate", user, "--local")
     assert blocked.returncode == 4 and "rollback" in blocked.stderr  # an unfinished rollback is finished, not undone
     rollback_and_check(iam, connections, stack_environ, user, old)
     records = connections.records(user)
-    restores = [s for s in state_history(records) if s.phase is Phase.ROLLED_BACK]
-    assert len(restores) == 1
+    restores = [s for s in state_history(records) if s.rollback and s.rollback.restored_at]
+    assert len({s.rollback.restored_at for s in restores if s.rollback}) == 1, "restored once"
     versions = records.kv.current_version(records.paths.secret)
     assert versions == 3, "one publish and exactly one restore, even with the rollback run twice"
 
@@ -239,7 +252,7 @@ def test_rollback_of_a_paused_rotation(
     run_id = schedule_rotation(user, quiet_period="30s")
     wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.PUBLISHED, "the wait")
     assert keyrotor_cli(stack_environ, "pause", user).returncode == 0
-    wait_for(lambda: required(records.load_state()).paused_run_id == run_id, "the durable pause")
+    wait_for(lambda: paused_run(records) == run_id, "the durable pause")
     report = rollback_and_check(iam, connections, stack_environ, user, old)
     assert run_id in report["rollback"]["cancelled_runs"]
     assert run_state(run_id).is_cancelled()
@@ -280,8 +293,7 @@ def test_rollback_while_a_run_works_on_the_rotation_says_at_once_to_pause_it_fir
         assert "pause it first" in text and f"keyrotor pause {user}" in text and "Ctrl-C" in text, text
         assert took < 20, f"answered after {took:.0f}s; the live lease says so at once"
         assert (
-            required(records.load_state()).phase is Phase.PUBLISHED
-            and required(records.load_state()).rollback_started_at is None
+            required(records.load_state()).phase is Phase.PUBLISHED and required(records.load_state()).rollback is None
         )
     finally:
         stop_process(running)
@@ -300,7 +312,7 @@ def test_status_says_what_a_paused_and_a_rolled_back_rotation_do_and_the_command
     run_id = schedule_rotation(user, quiet_period="60s", max_wait="120s")
     wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.PUBLISHED, "the wait")
     assert keyrotor_cli(stack_environ, "pause", user).returncode == 0
-    wait_for(lambda: required(records.load_state()).paused_run_id == run_id, "the durable pause")
+    wait_for(lambda: paused_run(records) == run_id, "the durable pause")
     paused = json.loads(keyrotor_cli(stack_environ, "status", user, "--json").stdout)["outlook"]
     assert paused["doing"].startswith("paused since") and paused["waiting_for"] == "an operator to resume it"
     assert paused["command"] == f"keyrotor resume {user}" and paused["needs_person"]
@@ -317,6 +329,7 @@ def test_pause_with_the_prefect_server_down_names_it_and_exits_9(
     connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
 ) -> None:
     from keyrotor.core.model import RotationState
+    from keyrotor.core.timings import Timings
 
     user = user_factory("nopref")
     waiting = RotationState(
@@ -324,7 +337,7 @@ def test_pause_with_the_prefect_server_down_names_it_and_exits_9(
         user,
         connections.account_id,
         Phase.PUBLISHED,
-        {"quiet_period": 60, "poll_interval": 1, "max_wait": 600, "grace_period": 0},
+        Timings(quiet_period=timedelta(seconds=60), poll_interval=timedelta(seconds=1)),
         datetime.now(UTC),
         "test",
         last_flow_run_id="0e6e2a3c-5b7e-4d7a-9a51-8e5f0e8f2c11",

@@ -13,7 +13,8 @@ import boto3
 import pytest
 
 from keyrotor.adapters.connections import Connections
-from keyrotor.core.model import Phase, RotationState
+from keyrotor.core.model import Pause, PauseKind, Phase, RotationState
+from keyrotor.core.timings import Timings
 from keyrotor.stack.seed import backdate_key
 from tests.helpers import keyrotor_cli
 from tests.integration.support import all_keys, required
@@ -135,11 +136,11 @@ def test_remediation_ends_compliant_except_the_person_and_the_injected_failure(
         users["blocked"],
         connections.account_id,
         Phase.PUBLISHED,
-        {"quiet_period": 1, "poll_interval": 1, "max_wait": 60, "grace_period": 0},
+        Timings(quiet_period=timedelta(seconds=1), poll_interval=timedelta(seconds=1), max_wait=timedelta(seconds=60)),
         datetime.now(UTC),
         "test",
         old_key_id=keys["blocked"][0],
-        paused_run_id=str(uuid.uuid4()),
+        pause=Pause(str(uuid.uuid4()), datetime.now(UTC), PauseKind.OPERATOR, "held for the test"),
     )
     connections.records(users["blocked"]).save_state(blocked, "test")
     unreadable = connections.records(users["fails"])

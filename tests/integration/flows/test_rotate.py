@@ -14,7 +14,7 @@ import pytest
 from keyrotor.adapters.connections import Connections
 from keyrotor.core.model import Phase
 from keyrotor.stack.simulated_apps import SimulatedApp
-from tests.helpers import keyrotor_cli, keyrotor_popen
+from tests.helpers import keyrotor_cli, keyrotor_popen, keyrotor_process
 from tests.integration.support import active_keys, all_keys, assert_rotated, required, state_history
 
 pytestmark = pytest.mark.integration
@@ -88,7 +88,7 @@ def test_at_max_wait_both_keys_stay_active_and_the_evidence_is_shown(
     assert len(keys) == 2 and set(keys.values()) == {"Active"}
     state = required(connections.records(user).load_state())
     assert state.phase is Phase.PUBLISHED and state.halted
-    assert state.last_used is not None and state.last_used["service"] == "sts"
+    assert state.last_used is not None and state.last_used.service == "sts"
     assert required(connections.records(user).published()).key_id == state.new_key_id
     assert stats.errors == []
 
@@ -208,7 +208,7 @@ def test_rotate_works_without_a_prefect_server_in_ephemeral_mode(
     user = user_factory("ephemeral")
     old = active_keys(iam, user)[0]
     env = {k: v for k, v in stack_environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path)}
-    result = keyrotor_cli(env, "rotate", user, "--local", "--json")
+    result = keyrotor_process(env, "rotate", user, "--local", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "temporary server" in result.stderr
     said = " ".join(result.stderr.split())  # the console wraps long lines
@@ -302,7 +302,7 @@ def test_a_rotation_is_named_after_its_user_tagged_and_has_an_artifact(
         FlowRunFilterTags,
     )
 
-    from keyrotor.tasks.report import artifact_key
+    from keyrotor.control.view import artifact_key
 
     user = user_factory("named")
     assert keyrotor_cli(stack_environ, "rotate", user, "--local").returncode == 0

@@ -50,7 +50,7 @@ def test_a_waiting_rotation_holds_no_process_and_is_woken_once_the_old_key_is_qu
     try:
         run_id = schedule_rotation(user, quiet_period="6s", poll_interval="1s")
         wait = wait_for(lambda: parked(connections, user), "the rotation to park")
-        assert wait.flow_run_id == run_id and wait.old_key_id == old and not wait.held
+        assert wait.flow_run_id == run_id and wait.key_id == old and not wait.held
         state = wait_for(lambda: (s := run_state(run_id)).is_paused() and s, "the run to suspend")
         assert state.name == WAITING and state.state_details.pause_timeout is None
         wait_for(lambda: not processes_of(run_id), "the parked run's process to exit", timeout=30)
@@ -211,7 +211,7 @@ def test_pause_while_parked_holds_it_past_its_quiet_period_and_resume_finishes_i
     assert paused.returncode == 0, paused.stderr
     assert (
         required(parked(connections, user)).held
-        and required(connections.records(user).load_state()).paused_run_id == run_id
+        and required(required(connections.records(user).load_state()).pause).run_id == run_id
     )
     time.sleep(4 + 4)  # the quiet period passes: the waker must leave a paused rotation alone
     assert run_state(run_id).is_paused() and run_state(run_id).name == "Suspended"
@@ -223,7 +223,7 @@ def test_pause_while_parked_holds_it_past_its_quiet_period_and_resume_finishes_i
     wait_for(lambda: run_state(run_id).is_final(), "the resumed rotation to finish", timeout=90)
     assert run_state(run_id).is_completed()
     assert_rotated(iam, connections, user, old)
-    assert required(connections.records(user).load_state()).paused_run_id is None
+    assert required(connections.records(user).load_state()).pause is None
 
 
 def test_resume_of_a_rotation_that_only_waits_says_it_is_not_paused(

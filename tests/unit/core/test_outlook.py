@@ -6,11 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from keyrotor.core.errors import ConfigurationError
-from keyrotor.core.inputs import check_quiet_period, check_user_name
-from keyrotor.core.model import Phase, RotationState
-from keyrotor.core.outlook import outlook
-from tests.unit.core.test_decisions import T0, state
+from keyrotor.core.model import Answer, Approval, Pause, PauseKind, Phase, Rollback, RotationState
+from keyrotor.core.outlook import outlook, rotation_markdown
+from tests.unit.factories import T0, parked, state
 
 LATER = T0 + timedelta(hours=1)
 
@@ -23,18 +21,18 @@ LATER = T0 + timedelta(hours=1)
             state(
                 phase=Phase.PUBLISHED,
                 old_key_id="K1",
-                paused_run_id="run-1",
-                paused_at=T0,
-                pause_reason="suspended from Prefect",
+                pause=Pause("run-1", T0, PauseKind.PREFECT, "suspended from Prefect"),
             ),
             False,
-            "paused since 2026-01-01T00:00:00+00:00",
+            "paused from the Prefect UI since 2026-01-01T00:00:00+00:00",
             "an operator to resume it",
             "keyrotor resume alice",
             True,
         ),
         (
-            state(phase=Phase.PUBLISHED, paused_run_id="run-1", pause_reason="awaiting approval to deactivate"),
+            state(
+                phase=Phase.PUBLISHED, pause=Pause("run-1", T0, PauseKind.APPROVAL, "awaiting approval to deactivate")
+            ),
             False,
             "paused",
             "approval",
@@ -42,22 +40,63 @@ LATER = T0 + timedelta(hours=1)
             True,
         ),
         (
-            state(phase=Phase.ROLLED_BACK, old_key_id="K1", new_key_id="K2", rolled_back_at=T0),
+            state(
+                phase=Phase.ROLLED_BACK,
+                old_key_id="K1",
+                new_key_id="K2",
+                rollback=Rollback(
+                    T0, Phase.PUBLISHED, restored_at=T0, new_key_deactivated_at=LATER, delete_after=LATER
+                ),
+            ),
             False,
-            "rolled back at 2026-01-01T00:00:00+00:00: old key K1 is active",
+            "rolled back at 2026-01-01T00:00:00+00:00: old key K1 is active and in Vault again; new key K2 inactive",
             "nothing",
             "keyrotor rotate alice",
             False,
         ),
         (
-            state(phase=Phase.PUBLISHED, rollback_started_at=T0),
+            state(phase=Phase.ROLLING_BACK, rollback=Rollback(T0, Phase.PUBLISHED)),
             False,
             "rollback started",
             "no run is finishing it",
             "keyrotor rollback alice",
             True,
         ),
-        (state(phase=Phase.PUBLISHED, rollback_started_at=T0), True, "rolling back", "rollback run", "", False),
+        (
+            state(phase=Phase.ROLLING_BACK, rollback=Rollback(T0, Phase.PUBLISHED)),
+            True,
+            "rolling back",
+            "rollback run",
+            "",
+            False,
+        ),
+        (
+            state(
+                phase=Phase.ROLLING_BACK,
+                old_key_id="K1",
+                new_key_id="K2",
+                rollback=Rollback(T0, Phase.PUBLISHED, restored_at=T0, wait_deadline=LATER),
+            ),
+            True,
+            "rolled back to the old key K1 (active and in Vault since 2026-01-01T00:00:00+00:00); waiting for "
+            "applications to stop using the new key K2",
+            "a run is polling the new key",
+            "",
+            False,
+        ),
+        (
+            state(
+                phase=Phase.ROLLING_BACK,
+                new_key_id="K2",
+                halted="new key K2 was still in use",
+                rollback=Rollback(T0, Phase.PUBLISHED, restored_at=T0),
+            ),
+            False,
+            "stopped: new key K2 was still in use",
+            "application still using the new key",
+            "keyrotor rollback alice --now",
+            True,
+        ),
         (
             state(phase=Phase.PUBLISHED, old_key_id="K1", halted="old key in use at the deadline"),
             False,
@@ -99,8 +138,8 @@ LATER = T0 + timedelta(hours=1)
         (
             state(phase=Phase.DEACTIVATED, old_key_id="K1", delete_after=T0),
             False,
-            "grace period is over",
-            "deletion",
+            "inactive since",
+            "no run scheduled",
             "keyrotor finish alice",
             False,
         ),
@@ -128,7 +167,7 @@ LATER = T0 + timedelta(hours=1)
 def test_outlook(
     current: RotationState, alive: bool, doing: str, waiting_for: str, command: str, needs_person: bool
 ) -> None:
-    view = outlook(current, "alice", LATER, run_alive=alive)
+    view = outlook(current, "alice", run_alive=alive)
     assert doing in view.doing
     assert waiting_for in view.waiting_for
     assert (command in view.command) if command else view.command == ""
@@ -137,41 +176,47 @@ def test_outlook(
 
 def test_a_parked_wait_says_when_the_next_check_is() -> None:
     waiting = state(phase=Phase.PUBLISHED, old_key_id="K1", published_at=T0)
-    view = outlook(waiting, "alice", LATER, next_check_at=LATER + timedelta(minutes=15))
+    view = outlook(waiting, "alice", wait=parked(next_check_at=LATER + timedelta(minutes=15)))
     assert "holds no process" in view.doing and "next check at 2026-01-01T01:15:00+00:00" in view.waiting_for
-    assert view.command == "" and not view.needs_person
+    assert view.command == "" and not view.needs_person and view.status == "waiting"
 
 
-@pytest.mark.parametrize("name", ["", " ", "a" * 65, "bad/name", "tab\tname", "ünïcode"])
-def test_impossible_user_names_are_bad_input(name: str) -> None:
-    with pytest.raises(ConfigurationError, match="not a valid IAM user name"):
-        check_user_name(name)
-
-
-@pytest.mark.parametrize("name", ["alice", "svc+ci=1,a.b@c_d-e", "a" * 64, "A"])
-def test_possible_user_names_pass(name: str) -> None:
-    assert check_user_name(name) == name
+def test_the_waiting_record_of_another_rotation_is_not_this_one_s() -> None:
+    waiting = state(phase=Phase.PUBLISHED, old_key_id="K1", published_at=T0)
+    view = outlook(waiting, "alice", wait=parked(rotation_id="an-older-one"))
+    assert "nothing is checking the old key" in view.waiting_for and view.needs_person
 
 
 @pytest.mark.parametrize(
-    ("quiet", "real_aws", "accepted", "refused"),
+    ("current", "status"),
     [
-        (timedelta(0), False, False, "0s would deactivate"),
-        (timedelta(0), True, False, "0s would deactivate"),
-        (timedelta(0), False, True, None),
-        (timedelta(seconds=2), False, False, None),  # a local endpoint records last use at once
-        (timedelta(hours=1), True, False, "shorter than the 4h"),
-        (timedelta(hours=1), True, True, None),
-        (timedelta(hours=4), True, False, None),
-        (timedelta(days=1), True, False, None),
+        (
+            state(phase=Phase.PUBLISHED, pause=Pause("r", T0, PauseKind.APPROVAL, "awaiting approval")),
+            "awaiting approval",
+        ),
+        (state(phase=Phase.PUBLISHED, pause=Pause("r", T0, PauseKind.OPERATOR, "held")), "paused"),
+        (state(phase=Phase.PUBLISHED, halted="in use"), "stopped at deadline"),
+        (state(phase=Phase.ROLLING_BACK, rollback=Rollback(T0, Phase.PUBLISHED)), "rolling back"),
+        (state(phase=Phase.ROLLED_BACK), "rolled back"),
+        (state(phase=Phase.DEACTIVATED), "grace period"),
+        (state(phase=Phase.PUBLISHED), "waiting (in a process)"),
     ],
 )
-def test_quiet_periods_that_cannot_be_safe_are_refused(
-    quiet: timedelta, real_aws: bool, accepted: bool, refused: str | None
-) -> None:
-    if refused is None:
-        check_quiet_period(quiet, real_aws=real_aws, accepted=accepted)
-    else:
-        with pytest.raises(ConfigurationError, match=refused) as error:
-            check_quiet_period(quiet, real_aws=real_aws, accepted=accepted)
-        assert "--accept-unsafe-quiet-period" in str(error.value)
+def test_the_status_counts_what_the_rotation_does(current: RotationState, status: str) -> None:
+    assert outlook(current, "alice").status == status
+
+
+def test_the_artifact_keeps_the_approval_answer_and_the_last_look() -> None:
+    answered = state(
+        phase=Phase.REJECTED,
+        old_key_id="K1",
+        new_key_id="K2",
+        completed_at=LATER,
+        error="rejected by bob: billing still uses it",
+        approval=Approval(Answer.REJECT, "billing still uses it", "bob", LATER),
+    )
+    text = rotation_markdown(answered, outlook(answered, "alice"), parked())
+    assert "**approval**: rejected by bob at 2026-01-01T01:00:00+00:00 (billing still uses it)" in text
+    assert "| 2026-01-01T01:00:00+00:00 | rejected by bob |" in text
+    assert "**last look**: 2026-01-01T00:00:00+00:00: K1 never used -> wait" in text
+    assert "1m" in text and "0:01:00" not in text, "durations as people write them"

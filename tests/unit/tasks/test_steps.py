@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 from prefect.logging import disable_run_logger
 
+from keyrotor.adapters.lease import Holder, Lease
 from keyrotor.adapters.records import RotationRecords, UserPaths, WaitingIndex
 from keyrotor.core.errors import AwsError, PreconditionFailed, RotationConflict, VerificationFailed
 from keyrotor.core.model import KeyStatus, Phase, RotationState
 from keyrotor.core.timestamps import utcnow
-from keyrotor.settings import Settings, Timings
+from keyrotor.core.timings import Timings
+from keyrotor.settings import Settings
 from keyrotor.tasks.context import RotationContext
 from keyrotor.tasks.keys import create_new_key, deactivate_old_key, delete_deactivated_key, verify_new_key
-from keyrotor.tasks.lease import Lease
 from keyrotor.tasks.vault import publish_new_key
 from tests.unit.fakes import FakeClock, FakeIam, FakeKV
 
@@ -40,7 +42,7 @@ def started(ctx: RotationContext, old_key_id: str | None) -> RotationState:
         ctx.user_name,
         "123",
         Phase.STARTED,
-        Timings(grace_period=timedelta(0)).as_seconds(),
+        Timings(grace_period=timedelta(0)),
         utcnow(),
         "test",
         old_key_id=old_key_id,
@@ -121,7 +123,10 @@ def test_publish_records_the_previous_version_for_rollback() -> None:
 
 
 def lease(records: RotationRecords, clock: FakeClock, holder: str) -> Lease:
-    return Lease(records, holder=holder, ttl=timedelta(seconds=30), clock=clock, sleep=clock.sleep)
+    """A lease held by a process on another machine: only its renewals show it alive."""
+    return Lease(
+        records.lease, holder=Holder(holder, "elsewhere", 1), ttl=timedelta(seconds=30), clock=clock, sleep=clock.sleep
+    )
 
 
 def test_a_second_run_refuses_while_the_owner_renews() -> None:
@@ -143,8 +148,8 @@ def test_a_dead_owner_is_taken_over_within_one_ttl() -> None:
     contender.acquire()
     assert timedelta(seconds=30) <= clock.now - start <= timedelta(seconds=31)
     contender.assert_held()
-    record = records.read_lease()
-    assert record is not None and record.data["holder"] == "second"
+    record = records.lease.read_lease()
+    assert record is not None and record.data.holder == "second"
 
 
 def test_a_lease_taken_over_is_known_lost() -> None:
@@ -194,7 +199,7 @@ def test_a_state_write_whose_answer_was_lost_is_recognised_as_its_own() -> None:
     ctx = context(iam, kv)
     state = started(ctx, old)
     kv.lost_answers = 1
-    saved = ctx.save(state.evolve(phase=Phase.CREATED))
+    saved = ctx.save(replace(state, phase=Phase.CREATED))
     recorded = ctx.records.load_state()
     assert recorded is not None and saved.version == recorded.version and recorded.phase is Phase.CREATED
 
@@ -203,7 +208,7 @@ def test_a_lease_write_whose_answer_was_lost_is_taken_not_waited_for() -> None:
     iam, kv = FakeIam(), FakeKV()
     iam.add_user("alice")
     ctx = context(iam, kv)
-    lease = Lease(ctx.records, holder="test", ttl=timedelta(seconds=60))
+    lease = Lease(ctx.records.lease, holder=Holder.this_process("test"), ttl=timedelta(seconds=60))
     kv.lost_answers = 1
     lease.acquire()
     lease.assert_held()
