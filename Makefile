@@ -15,6 +15,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 install: $(BIN)/.installed
+	@true
 
 # The browser test drives Debian's chromium (installed with apt-get when missing; nothing is downloaded otherwise).
 install-browser:
@@ -24,10 +25,13 @@ install-browser:
 demo: install
 	$(BIN)/keyrotor demo --stack-dir $(STACK_DIR)
 
-## The whole suite: ruff and mypy --strict, then unit tests and integration tests against real moto, OpenBao and
-## Prefect servers.
-test: install install-browser lint
-	$(BIN)/python -m pytest
+## The whole suite: ruff and mypy --strict, then unit tests, then integration tests against real moto, OpenBao and
+## Prefect servers (two workers at once, each with servers of its own); each layer says how long it took.
+test:
+	@bash scripts/timed.sh install $(MAKE) --no-print-directory install install-browser
+	@bash scripts/timed.sh lint $(MAKE) --no-print-directory lint
+	@bash scripts/timed.sh unit $(BIN)/python -m pytest tests/unit
+	@bash scripts/timed.sh integration $(BIN)/python -m pytest tests/integration -n 2 --dist loadscope
 
 ## Lint and type-check only (a minute): ruff, ruff's formatter, mypy --strict on the package and the tests.
 lint: install
@@ -39,7 +43,7 @@ test-unit: install
 	$(BIN)/python -m pytest tests/unit
 
 test-integration: install install-browser
-	$(BIN)/python -m pytest -m integration
+	$(BIN)/python -m pytest tests/integration -n 2 --dist loadscope
 
 stack-up: install
 	$(BIN)/keyrotor stack up --dir $(STACK_DIR)

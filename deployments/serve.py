@@ -50,7 +50,7 @@ def build_deployments() -> list[RunnerDeployment]:
 
 def serve_all(limit: int, wake: bool = True) -> None:
     """Serve the deployments until interrupted, at most ``limit`` flow runs at once, with the waker in a thread."""
-    _log_to_stderr()
+    log_to_stderr()
     stop = threading.Event()
     waker = start_waker_thread(stop) if wake else None
     # A woken rotation is Scheduled again: look for due runs every 2 s rather than Prefect's default 10 s, so it is
@@ -65,7 +65,7 @@ def serve_all(limit: int, wake: bool = True) -> None:
             waker.join(timeout=10)
 
 
-def _log_to_stderr() -> None:
+def log_to_stderr() -> None:
     """The waker's lines beside the runner's, in the same format."""
     logger = logging.getLogger("keyrotor")
     if not logger.handlers:

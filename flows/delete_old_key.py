@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
+from prefect.runtime import deployment
 from prefect.settings import get_current_settings
 
 from keyrotor.core.errors import KeyrotorError
@@ -62,6 +63,8 @@ def delete_when_due(request: UserRequest, settings: Settings) -> RotationState:
 
 
 def _wait_if_a_little_early(sleep: Callable[[float], None], early: timedelta) -> None:
-    if timedelta(0) < early <= early_start_tolerance():
+    """A scheduled run that a runner or worker started up to its prefetch early waits for its time; a person's
+    ``keyrotor finish`` before the time is refused instead (by the step)."""
+    if deployment.id is not None and timedelta(0) < early <= early_start_tolerance():
         get_run_logger().info("Started %.1fs before the grace period ends; waiting", early.total_seconds())
         sleep(early.total_seconds())

@@ -24,11 +24,15 @@ if TYPE_CHECKING:  # imported lazily below: Prefect must not be imported before 
 
 ROOT = Path(__file__).resolve().parent.parent
 # KEYROTOR_TEST_OUTPUT lets two pytest sessions share a checkout without wiping each other's servers.
-OUTPUT = Path(os.environ.get("KEYROTOR_TEST_OUTPUT", ROOT / "test-output"))
+BASE_OUTPUT = Path(os.environ.get("KEYROTOR_TEST_OUTPUT", ROOT / "test-output"))
+# With pytest-xdist each worker has a stack of its own, in a folder of its own (gw0, gw1...).
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+OUTPUT = BASE_OUTPUT / WORKER if WORKER else BASE_OUTPUT
 CLIENT_HOME = OUTPUT / "prefect-client"
 
-# Prefect reads its settings when first imported: point its client home into test-output before that.
-shutil.rmtree(OUTPUT, ignore_errors=True)
+# Prefect reads its settings when first imported: point its client home into test-output before that. The
+# controller of a parallel run wipes the whole folder once; each worker wipes its own.
+shutil.rmtree(OUTPUT if WORKER else BASE_OUTPUT, ignore_errors=True)
 CLIENT_HOME.mkdir(parents=True)
 os.environ["PREFECT_HOME"] = str(CLIENT_HOME)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"

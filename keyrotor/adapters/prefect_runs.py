@@ -205,7 +205,15 @@ class PrefectRuns:
         return [self._deployments[name] for name in names if name in self._deployments]
 
     def publish_markdown(self, key: str, markdown: str, description: str) -> None:
+        """A new version of the artifact ``key``: linked to the current flow run when there is one (the run's
+        Artifacts tab), else to none (the waker, the operator's commands)."""
         from prefect.artifacts import create_markdown_artifact
+        from prefect.client.schemas.actions import ArtifactCreate
+        from prefect.context import FlowRunContext
 
         with prefect_call(f"publish the artifact {key}"):
-            create_markdown_artifact(key=key, markdown=markdown, description=description)
+            if FlowRunContext.get() is not None:
+                create_markdown_artifact(key=key, markdown=markdown, description=description)
+                return
+            with get_client(sync_client=True) as client:
+                client.create_artifact(ArtifactCreate(key=key, type="markdown", data=markdown, description=description))

@@ -77,7 +77,28 @@ def serve(
     serve_all(limit=limit or Settings().serve_limit, wake=wake)
 
 
-# `keyrotor audit` has its own module, which imports nothing heavy (no Prefect) when the command line starts.
+def waker() -> None:
+    """Be a waker until interrupted: check parked rotations when due, resume those whose key went quiet, make UI
+    pauses never expire and restart runs whose process died.
+
+    For workers (`prefect worker start`), which run flows but no waker: run one or more of these beside them, as
+    long-lived processes (a systemd service, a sidecar container). Any number may run; the one holding the waker
+    lease in Vault works, and another takes over within KEYROTOR_WAKER_LEASE_TTL (default 15s) when it dies.
+    `keyrotor serve` runs a waker in a thread already.
+    """
+    import signal
+    import threading
+
+    from keyrotor.deployments.serve import log_to_stderr
+    from keyrotor.waker.service import keep_waking
+
+    log_to_stderr()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        keep_waking(stop)
+    except KeyboardInterrupt:
+        stop.set()
 
 
 # The commands, in the order `keyrotor --help` lists them. `keyrotor audit` imports nothing heavy (no Prefect).
@@ -91,4 +112,5 @@ app.command(name="audit")(audit.audit)
 app.command()(remediation.remediate)
 app.command(name="fleet-status")(remediation.fleet_status)
 app.command()(serve)
+app.command()(waker)
 app.command()(demo)

@@ -327,11 +327,15 @@ def status(
 def _print_report(
     state: RotationState, as_json: bool, ok: tuple[Phase, ...] = (Phase.COMPLETED, Phase.DEACTIVATED, Phase.ROLLED_BACK)
 ) -> None:
-    """Print a rotation's record; exit non-zero unless it reached an ending in ``ok`` for this run."""
+    """Print a rotation's record and what happens next; exit non-zero unless it reached an ending in ``ok``."""
+    from keyrotor.core.outlook import outlook
+
+    view = outlook(state, state.user_name)
     if as_json:
-        print(json.dumps(state.to_json(), default=str))
+        print(json.dumps(state.to_json() | {"outlook": view.to_json()}, default=str))
     else:
         _print_rotation(state)
+        _print_outlook(view)
     if state.phase not in ok:
         err.print(f"[bold red]rotation ended in phase {state.phase.value}:[/] {state.error or ''}", highlight=False)
         raise typer.Exit(1)

@@ -93,13 +93,17 @@ def make_fleet(
 
 
 class Runner:
-    """A `keyrotor serve` process against the module's server, logging to ``OUTPUT/<name>.log``."""
+    """A `keyrotor serve` process against a server, logging to ``OUTPUT/<name>.log``; ``extra`` is added to its
+    environment (a failpoint's stall, say)."""
 
-    def __init__(self, env: dict[str, str], name: str, **extra: str) -> None:
+    def __init__(
+        self, env: dict[str, str], name: str, *, wake: bool = True, limit: int = 4, extra: dict[str, str] | None = None
+    ) -> None:
         self.log = (OUTPUT / f"{name}.log").open("ab")
+        waking = [] if wake else ["--no-wake"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "keyrotor", "serve", "--limit", extra.pop("limit", "4")],
-            env={**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1", **extra},
+            [sys.executable, "-m", "keyrotor", "serve", "--limit", str(limit), *waking],
+            env={**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1", **(extra or {})},
             cwd=ROOT,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -200,6 +204,12 @@ def kill_tree(process: subprocess.Popen[bytes]) -> None:
         except ProcessLookupError:
             continue
     process.wait(timeout=30)
+
+
+def paused_run(records: RotationRecords) -> str | None:
+    """The flow run a user's rotation is paused in, as Vault records it."""
+    state = records.load_state()
+    return state.pause.run_id if state is not None and state.pause is not None else None
 
 
 def state_history(records: RotationRecords, limit: int = 50) -> list[RotationState]:

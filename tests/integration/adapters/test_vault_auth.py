@@ -112,7 +112,7 @@ def test_a_rotation_with_each_login_method(
 def test_a_login_outlives_its_token(
     method: str, logins: dict[str, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Tokens live 3 s (at most 6 s with renewals): keyrotor reads Vault for 12 s, renewing, then logging in again."""
+    """Tokens live 3 s (at most 6 s with renewals): keyrotor reads Vault for 8 s, renewing, then logging in again."""
     from keyrotor.settings import Settings
 
     for name, value in logins[method].items():
@@ -122,7 +122,7 @@ def test_a_login_outlives_its_token(
     connections = Connections.from_settings(Settings())
     tokens = set()
     started = time.monotonic()
-    while time.monotonic() - started < 12:
+    while time.monotonic() - started < 8:
         connections.kv.check()
         connections.kv.list("keyrotor")
         assert isinstance(connections.kv, VaultKV)
@@ -149,13 +149,13 @@ def test_a_waiting_rotation_is_woken_after_the_waker_s_token_expired(
     user_factory: Callable[..., str],
 ) -> None:
     """The waker and the runs of a `keyrotor serve` that logs in with AppRole (3 s tokens): the rotation waits
-    15 s, the waker's token expires several times between its looks, and the rotation is still woken."""
+    8 s, the waker's token expires between its looks, and the rotation is still woken."""
     user = user_factory("login-wake")
     old = active_keys(iam, user)[0]
     env = logins["approle"] | {"PREFECT_API_URL": own_server["PREFECT_API_URL"]}
     runner = Runner(env, "runner-approle")
     try:
-        run_id = start_rotation(env, user, quiet_period="15s")
+        run_id = start_rotation(env, user, quiet_period="8s")
         wait_for(lambda: connections.waiting.read(connections.account_id, user), "the rotation to park")
         wait_for(lambda: state_of(env, run_id).is_final(), "the rotation to be woken and finish", timeout=120)
     finally:

@@ -20,7 +20,7 @@ from keyrotor.adapters.connections import Connections
 from keyrotor.adapters.prefect_api import synchronous
 from keyrotor.stack.seed import SeedKey, SeedUser, refuse_assume_role, seed_users
 from tests.helpers import keyrotor_cli
-from tests.integration.support import required
+from tests.integration.support import required, rotation_parameters
 
 pytestmark = pytest.mark.integration
 
@@ -187,13 +187,7 @@ def test_a_member_account_rotation_from_the_deployment_with_the_account_as_a_par
     run = synchronous(
         run_deployment(
             "rotate-access-key/rotate-access-key",
-            parameters={
-                "user_name": user,
-                "account_id": team_a,
-                "quiet_period": "2s",
-                "poll_interval": "1s",
-                "grace_period": "0s",
-            },
+            parameters=rotation_parameters(user, account_id=team_a),
             timeout=180,
             poll_interval=1,
         )

@@ -21,7 +21,7 @@ from keyrotor.deployments.table import NAMES, REMEDIATE, SWEEP
 from keyrotor.stack.services import LocalStack, StackPorts
 from tests.conftest import OUTPUT, ROOT
 from tests.helpers import stop_process
-from tests.integration.support import active_keys, assert_rotated
+from tests.integration.support import active_keys, assert_rotated, rotation_parameters
 
 pytestmark = pytest.mark.integration
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -73,12 +73,7 @@ def test_prefect_deploy_all_runs_a_rotation_on_a_process_worker(
                 run = synchronous(
                     run_deployment(
                         "rotate-access-key/rotate-access-key",
-                        parameters={
-                            "user_name": user,
-                            "quiet_period": "2s",
-                            "poll_interval": "0.5s",
-                            "grace_period": "0s",
-                        },
+                        parameters=rotation_parameters(user, poll_interval="0.5s"),
                         timeout=240,
                     )
                 )

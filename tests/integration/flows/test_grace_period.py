@@ -31,7 +31,7 @@ def test_old_key_is_deleted_by_a_scheduled_run_after_the_grace_period(
 ) -> None:
     user = user_factory("grace")
     old = active_keys(iam, user)[0]
-    result = keyrotor_cli(stack_environ, "rotate", user, "--local", "--grace-period", "40s", "--json")
+    result = keyrotor_cli(stack_environ, "rotate", user, "--local", "--grace-period", "12s", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["phase"] == "deactivated" and report["deletion_run_id"]
@@ -43,7 +43,9 @@ def test_old_key_is_deleted_by_a_scheduled_run_after_the_grace_period(
     assert run.state.is_scheduled() or run.state.is_pending()  # the runner may have prefetched it already
     expected_start = required(run.expected_start_time, "the deletion run's expected start time")
     assert abs((datetime.fromisoformat(report["delete_after"]) - expected_start).total_seconds()) < 1
-    assert run.parameters == {"user_name": user, "account_id": connections.account_id}
+    assert run.parameters == {"request": {"user_name": user, "account_id": connections.account_id}}
+    assert run.name == f"delete old key of {user} in {connections.account_id}", "named for its user from its creation"
+    assert f"user:{user}" in run.tags
 
     early = keyrotor_cli(stack_environ, "finish", user)
     assert early.returncode == 3 and "not before" in early.stderr
@@ -71,7 +73,7 @@ def test_finish_deletes_when_due_without_a_served_deployment(
     env = {**stack_environ, "KEYROTOR_DELETE_DEPLOYMENT": "no-such/deployment"}
     result = keyrotor_cli(env, "rotate", user, "--local", "--grace-period", "2s", "--json")
     assert result.returncode == 0, result.stderr
-    assert "keyrotor finish" in result.stderr  # says how the deletion will happen
+    assert f"keyrotor finish {user}" in result.stdout  # says how the deletion will happen
     time.sleep(2)
     finished = keyrotor_cli(env, "finish", user, "--json")
     assert finished.returncode == 0, finished.stderr
@@ -112,13 +114,13 @@ def test_a_deletion_run_that_starts_a_little_early_waits_instead_of_failing(
 
     user = user_factory("early")
     old = active_keys(iam, user)[0]
-    result = keyrotor_cli(stack_environ, "rotate", user, "--local", "--grace-period", "20s", "--json")
+    result = keyrotor_cli(stack_environ, "rotate", user, "--local", "--grace-period", "8s", "--json")
     assert result.returncode == 0, result.stderr
     delete_after = datetime.fromisoformat(json.loads(result.stdout)["delete_after"])
     early = synchronous(
         run_deployment(
             "delete-old-key/delete-old-key",
-            parameters={"user_name": user},
+            parameters={"request": {"user_name": user}},
             scheduled_time=delete_after - timedelta(seconds=3),  # a runner starts it up to its prefetch (10 s) earlier
             timeout=120,
             poll_interval=1,

@@ -19,7 +19,6 @@ from prefect.flow_runs import resume_flow_run
 
 from keyrotor.adapters.connections import Connections
 from keyrotor.adapters.prefect_api import synchronous
-from keyrotor.adapters.records import RotationRecords
 from keyrotor.core.model import PauseKind, Phase
 from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.helpers import keyrotor_cli, keyrotor_process
@@ -27,6 +26,7 @@ from tests.integration.support import (
     active_keys,
     all_keys,
     assert_rotated,
+    paused_run,
     processes_of,
     required,
     run_state,
@@ -36,12 +36,6 @@ from tests.integration.support import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-def paused_run(records: RotationRecords) -> str | None:
-    """The flow run a user's rotation is paused in, as Vault records it."""
-    state = records.load_state()
-    return state.pause.run_id if state is not None and state.pause is not None else None
 
 
 @pytest.mark.parametrize("how", ["ui-deployment-pause/cli-resume", "cli-pause/ui-resume"])
@@ -67,7 +61,10 @@ def test_paused_during_the_wait_holds_no_process_and_resumes_to_the_end(
         if how.startswith("ui"):
             pause_run = synchronous(
                 run_deployment(
-                    "pause-rotation/pause-rotation", parameters={"user_name": user}, timeout=120, poll_interval=1
+                    "pause-rotation/pause-rotation",
+                    parameters={"request": {"user_name": user}},
+                    timeout=120,
+                    poll_interval=1,
                 )
             )
             assert pause_run.state is not None and pause_run.state.is_completed(), pause_run.state
@@ -147,11 +144,13 @@ def test_approval_gate_pauses_with_the_evidence_then_approve_or_reject(
 
 
 def rollback_and_check(
-    iam: Any, connections: Connections, stack_environ: dict[str, str], user: str, old: str
+    iam: Any, connections: Connections, stack_environ: dict[str, str], user: str, old: str, *options: str
 ) -> dict[str, Any]:
+    """Roll back (waiting for the new key to go quiet, unless ``--now``), check the old key is back everywhere and
+    the new key inactive, and that a second rollback changes nothing."""
     records = connections.records(user)
     before = required(records.load_state())
-    result = keyrotor_cli(stack_environ, "rollback", user, "--json")
+    result = keyrotor_cli(stack_environ, "rollback", user, "--json", *options)
     assert result.returncode == 0, result.stderr[-3000:]
     report: dict[str, Any] = json.loads(result.stdout)
     assert report["phase"] == "rolled_back"
@@ -249,7 +248,7 @@ def test_rollback_of_a_paused_rotation(
     user = user_factory("rb-paused")
     old = active_keys(iam, user)[0]
     records = connections.records(user)
-    run_id = schedule_rotation(user, quiet_period="30s")
+    run_id = schedule_rotation(user, quiet_period="8s")
     wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.PUBLISHED, "the wait")
     assert keyrotor_cli(stack_environ, "pause", user).returncode == 0
     wait_for(lambda: paused_run(records) == run_id, "the durable pause")
@@ -314,12 +313,15 @@ def test_status_says_what_a_paused_and_a_rolled_back_rotation_do_and_the_command
     assert keyrotor_cli(stack_environ, "pause", user).returncode == 0
     wait_for(lambda: paused_run(records) == run_id, "the durable pause")
     paused = json.loads(keyrotor_cli(stack_environ, "status", user, "--json").stdout)["outlook"]
-    assert paused["doing"].startswith("paused since") and paused["waiting_for"] == "an operator to resume it"
+    assert (
+        paused["doing"].startswith("paused by an operator since")
+        and paused["waiting_for"] == "an operator to resume it"
+    )
     assert paused["command"] == f"keyrotor resume {user}" and paused["needs_person"]
     text = keyrotor_cli({**stack_environ, "COLUMNS": "250"}, "status", user).stdout
-    assert "paused since" in text and f"next: keyrotor resume {user}" in text
+    assert "paused by an operator since" in text and f"next: keyrotor resume {user}" in text
 
-    rollback_and_check(iam, connections, stack_environ, user, old)
+    rollback_and_check(iam, connections, stack_environ, user, old, "--now")  # the rollback's wait is not the subject
     rolled = json.loads(keyrotor_cli(stack_environ, "status", user, "--json").stdout)["outlook"]
     assert rolled["doing"].startswith("rolled back at") and f"old key {old} is active" in rolled["doing"]
     assert "continue from phase" not in json.dumps(rolled) and rolled["command"].startswith(f"keyrotor rotate {user}")

@@ -20,6 +20,7 @@ from tests.integration.support import (
     active_keys,
     assert_rotated,
     make_fleet,
+    paused_run,
     processes_of,
     required,
     run_state,
@@ -133,7 +134,7 @@ def old_fleet(iam: Any, connections: Connections, stack_environ: dict[str, str])
     return make_fleet(iam, connections, stack_environ, 6, "fleet")
 
 
-def test_a_fleet_waits_in_parallel_without_a_process_per_waiting_rotation(
+def test_a_fleet_waits_in_parallel_without_a_process_per_waiting_rotation_and_a_second_remediation_adds_none(
     iam: Any,
     connections: Connections,
     stack_environ: dict[str, str],
@@ -143,55 +144,41 @@ def test_a_fleet_waits_in_parallel_without_a_process_per_waiting_rotation(
     import time
 
     prefix, users = old_fleet
-    quiet = 15
+    quiet = 10
     started = time.monotonic()
     report = remediate_fleet(stack_environ, prefix, "--quiet-period", f"{quiet}s", "--poll-interval", "1s")
     returned = time.monotonic() - started
     outcomes = {o["user"]: o for o in report["outcomes"]}
     assert {outcomes[u]["outcome"] for u in users} == {"started"}, outcomes
     assert returned < quiet, f"remediate held on for {returned:.0f}s; it must not babysit the waits"
-    runs = [outcomes[u]["flow_run_id"] for u in users]
+    runs = {u: outcomes[u]["flow_run_id"] for u in users}
+
+    second = remediate_fleet(stack_environ, prefix, "--quiet-period", f"{quiet}s", "--poll-interval", "1s")
+    again = {o["user"]: o for o in second["outcomes"]}
+    assert {again[u]["outcome"] for u in users} <= {"in-progress", "already started"}, again
+    for user in users:
+        if again[user]["outcome"] == "already started":
+            assert again[user]["flow_run_id"] == runs[user], "the same run, found again"
+
     wait_for(lambda: all(parked(connections, u) for u in users), "every rotation to park", timeout=120)
     parked_at = time.monotonic()
-    wait_for(lambda: not any(processes_of(r) for r in runs), "every parked run's process to exit", timeout=30)
-    assert all(run_state(r).name == WAITING for r in runs)
+    wait_for(lambda: not any(processes_of(r) for r in runs.values()), "every parked run's process to exit", timeout=30)
+    assert all(run_state(r).name == WAITING for r in runs.values())
     fleet = json.loads(keyrotor_cli(stack_environ, "fleet-status", "--json", "--user", f"{prefix}*").stdout)
     assert fleet["summary"]["counts"] == {"waiting": len(users)}, fleet["summary"]
     assert all(r["next_check_at"] for r in fleet["rotations"])
 
-    wait_for(lambda: all(run_state(r).is_final() for r in runs), "every rotation to finish", timeout=180)
+    wait_for(lambda: all(run_state(r).is_final() for r in runs.values()), "every rotation to finish", timeout=180)
     makespan = time.monotonic() - started
-    assert all(run_state(r).is_completed() for r in runs)
-    states = {u: required(connections.records(u).load_state()) for u in users}
-    assert {s.phase for s in states.values()} == {Phase.COMPLETED}
-    for user, state in states.items():  # each one woken promptly after its own quiet period
-        assert state.deactivated_at is not None and state.published_at is not None
+    assert all(run_state(r).is_completed() for r in runs.values())
+    for user in users:  # each one woken promptly after its own quiet period, and rotated once
+        history = state_history(connections.records(user))
+        assert len({s.rotation_id for s in history}) == 1, f"{user} was rotated twice"
+        state = history[0]
+        assert state.phase is Phase.COMPLETED and state.deactivated_at is not None and state.published_at is not None
         late = (state.deactivated_at - state.published_at).total_seconds() - quiet
         assert late < 12, f"{user} deactivated {late:.1f}s after its quiet period ended"
     print(f"fleet of {len(users)}: parked after {parked_at - started:.1f}s, all rotated after {makespan:.1f}s")
-
-
-def test_a_second_remediation_during_the_first_starts_no_second_rotation(
-    iam: Any,
-    connections: Connections,
-    stack_environ: dict[str, str],
-    served: subprocess.Popen[str],
-    old_fleet: tuple[str, list[str]],
-) -> None:
-    prefix, users = old_fleet
-    first = remediate_fleet(stack_environ, prefix, "--quiet-period", "8s", "--poll-interval", "1s")
-    second = remediate_fleet(stack_environ, prefix, "--quiet-period", "8s", "--poll-interval", "1s")
-    again = {o["user"]: o for o in second["outcomes"]}
-    assert {again[u]["outcome"] for u in users} <= {"in-progress", "already started"}, again
-    runs = {o["user"]: o["flow_run_id"] for o in first["outcomes"]}
-    for user in users:
-        if again[user]["outcome"] == "already started":
-            assert again[user]["flow_run_id"] == runs[user], "the same run, found again"
-    wait_for(lambda: all(run_state(r).is_final() for r in runs.values()), "every rotation to finish", timeout=180)
-    for user in users:
-        history = state_history(connections.records(user))
-        assert len({s.rotation_id for s in history}) == 1, f"{user} was rotated twice"
-        assert history[0].phase is Phase.COMPLETED
 
 
 def test_pause_while_parked_holds_it_past_its_quiet_period_and_resume_finishes_it(
@@ -205,15 +192,12 @@ def test_pause_while_parked_holds_it_past_its_quiet_period_and_resume_finishes_i
 
     user = user_factory("park-pause")
     old = active_keys(iam, user)[0]
-    run_id = schedule_rotation(user, quiet_period="4s", poll_interval="1s")
+    run_id = schedule_rotation(user, quiet_period="3s", poll_interval="1s")
     wait_for(lambda: parked(connections, user) and run_state(run_id).name == WAITING, "the rotation to park")
     paused = keyrotor_cli(stack_environ, "pause", user)
     assert paused.returncode == 0, paused.stderr
-    assert (
-        required(parked(connections, user)).held
-        and required(required(connections.records(user).load_state()).pause).run_id == run_id
-    )
-    time.sleep(4 + 4)  # the quiet period passes: the waker must leave a paused rotation alone
+    assert required(parked(connections, user)).held and paused_run(connections.records(user)) == run_id
+    time.sleep(3 + 3)  # the quiet period passes, and three waker intervals: the waker must leave it alone
     assert run_state(run_id).is_paused() and run_state(run_id).name == "Suspended"
     assert required(connections.records(user).load_state()).phase is Phase.PUBLISHED
     outlook = json.loads(keyrotor_cli(stack_environ, "status", user, "--json").stdout)["outlook"]
@@ -238,7 +222,9 @@ def test_resume_of_a_rotation_that_only_waits_says_it_is_not_paused(
     wait_for(lambda: parked(connections, user) and run_state(run_id).name == WAITING, "the rotation to park")
     result = keyrotor_cli(stack_environ, "resume", user)
     assert result.returncode == 3 and "is not paused" in result.stderr and "next check at" in result.stderr
-    rollback = keyrotor_cli(stack_environ, "rollback", user, "--json")
+    rollback = keyrotor_cli(
+        stack_environ, "rollback", user, "--json", "--now"
+    )  # the rollback's wait is not the subject
     assert rollback.returncode == 0, rollback.stderr[-3000:]
     report = json.loads(rollback.stdout)
     assert report["phase"] == "rolled_back" and run_id in report["rollback"]["cancelled_runs"]

@@ -8,12 +8,14 @@ import sys
 
 import pytest
 
-from tests.conftest import OUTPUT
+from keyrotor.stack.services import LocalStack
 
 pytestmark = pytest.mark.integration
 
 
-def test_demo_rotates_the_demo_users_with_zero_application_errors() -> None:
+def test_demo_rotates_the_demo_users_with_zero_application_errors(stack: LocalStack) -> None:
+    """On the session's stack (``keyrotor demo`` starts the stack in its folder, or uses the one running there, as
+    here); starting a stack from a private folder is ``test_local_stack.py``'s."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VAULT_", "KEYROTOR_", "PREFECT_API"))}
     result = subprocess.run(
         [
@@ -22,14 +24,14 @@ def test_demo_rotates_the_demo_users_with_zero_application_errors() -> None:
             "keyrotor",
             "demo",
             "--stack-dir",
-            str(OUTPUT / "demo-stack"),
+            str(stack.stack_dir),
             "--moto-port",
             "0",
             "--vault-port",
             "0",
             "--prefect-port",
             "0",
-            "--stop",
+            "--keep",
         ],
         env={**env, "COLUMNS": "160"},
         capture_output=True,
