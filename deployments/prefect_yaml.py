@@ -36,6 +36,8 @@ def _entry(deployment: Deployment) -> str:
         lines += ["    schedules:", f"      - interval: {int(deployment.interval.total_seconds())}"]
         if deployment.anchor:
             lines.append(f"        anchor_date: {json.dumps(deployment.anchor.isoformat())}")
+    if (deployment.cron or deployment.interval) and not deployment.active:
+        lines.append("        active: false")
     for key, value in deployment.extra.items():
         lines.append(f"    {key}: {json.dumps(value)}")
     lines += ["    work_pool:", "      name: keyrotor"]

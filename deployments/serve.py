@@ -26,12 +26,10 @@ from keyrotor.waker.service import start_waker_thread
 def build(deployment: Deployment) -> RunnerDeployment:
     """The runner deployment for one row of the table."""
     schedule = None
-    if not deployment.scheduled_when_served:
-        pass
-    elif deployment.cron:
-        schedule = Cron(deployment.cron)
+    if deployment.cron:
+        schedule = Cron(deployment.cron, active=deployment.active)
     elif deployment.interval:
-        schedule = Interval(deployment.interval, anchor_date=deployment.anchor)
+        schedule = Interval(deployment.interval, anchor_date=deployment.anchor, active=deployment.active)
     return synchronous(
         deployment.flow().to_deployment(
             name=deployment.name,

@@ -32,7 +32,7 @@ class Deployment:
     anchor: datetime | None = None
     tags: tuple[str, ...] = ("keyrotor",)
     extra: dict[str, Any] = field(default_factory=dict)
-    scheduled_when_served: bool = True  # False: `keyrotor serve` does the job itself (the waker thread)
+    active: bool = True  # False: the schedule is created off; an operator turns it on knowingly (UI, prefect CLI)
 
     @property
     def full_name(self) -> str:
@@ -76,17 +76,10 @@ RETIRE = Deployment(
 REMEDIATE = Deployment(
     "audit-and-remediate",
     "keyrotor.flows.remediate:audit_and_remediate",
-    "Daily: audit the account against the access-key rules and remedy every flagged user.",
+    "Daily at 06:00 once turned on: audit the account against the access-key rules and remedy every flagged user "
+    "(its schedule is off until an operator turns it on).",
     cron="0 6 * * *",
-)
-
-WAKE = Deployment(
-    "wake-rotations",
-    "keyrotor.flows.wake:wake_rotations",
-    "For workers: check parked rotations when due and resume those whose old key went quiet (keyrotor serve "
-    "does this in a thread). Every minute, each run staying most of the minute; one waker is active at a time.",
-    interval=timedelta(minutes=1),
-    scheduled_when_served=False,
+    active=False,
 )
 PAUSE = Deployment(
     "pause-rotation",
@@ -94,7 +87,7 @@ PAUSE = Deployment(
     "Pause a user's rotation in any phase, also while it waits; resume it with Resume on its run.",
 )
 
-ALL: tuple[Deployment, ...] = (ROTATE, DELETE, ROLLBACK, SWEEP, RETIRE, REMEDIATE, WAKE, PAUSE)
+ALL: tuple[Deployment, ...] = (ROTATE, DELETE, ROLLBACK, SWEEP, RETIRE, REMEDIATE, PAUSE)
 NAMES: tuple[str, ...] = tuple(deployment.name for deployment in ALL)
 #: The deployments whose runs park while they wait (and can be paused from the UI while they work).
 PARKING: tuple[Deployment, ...] = (ROTATE, RETIRE, ROLLBACK)

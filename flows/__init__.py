@@ -58,17 +58,33 @@ def run_name(verb: str, key: bool = False) -> Callable[[], str]:
     return name
 
 
+#: What Prefect's "Finished in state ..." means for a run that did not finish: it parked, or was paused.
+_NOT_FINISHED = {
+    "Finished in state Waiting": "Parked: the run is suspended (Waiting) and holds no process; the waker resumes it "
+    "when the key it waits on has been quiet long enough",
+    "Finished in state Suspended": "Paused: the run is suspended and holds no process; it goes on when resumed",
+    "Finished in state Paused": "Paused: the run waits for an answer and goes on when it comes",
+}
+
+
 class _OneLineRefusals(logging.Filter):
     """Prefect logs a task's exception with its traceback, and the engine logs an unexpected exception for every run
-    that does not complete; an expected refusal is one line (:func:`refused`), nothing more."""
+    that does not complete; an expected refusal is one line (:func:`refused`), nothing more. A run that parked or was
+    paused did not finish, whatever Prefect's engine says."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        for prefect_says, meant in _NOT_FINISHED.items():
+            if message.startswith(prefect_says):
+                record.msg, record.args = meant, ()
         error = record.exc_info[1] if record.exc_info else None
         if isinstance(error, KeyrotorError):
             record.exc_info = None
             record.exc_text = None
-        said = isinstance(error, FailedRun | CancelledRun) and str(getattr(record, "flow_run_id", "")) in _REFUSED
-        return not said
+        already_said = (
+            isinstance(error, FailedRun | CancelledRun) and str(getattr(record, "flow_run_id", "")) in _REFUSED
+        )
+        return not already_said
 
 
 for _name in ("prefect.task_runs", "prefect.flow_runs"):

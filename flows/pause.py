@@ -12,6 +12,7 @@ from keyrotor.control.pause import pause_rotation
 from keyrotor.core.errors import KeyrotorError
 from keyrotor.core.inputs import UserRequest
 from keyrotor.flows import refused, run_name
+from keyrotor.tasks.report import tag_run
 
 
 @flow(name="pause-rotation", flow_run_name=run_name("pause"), persist_result=False)
@@ -20,6 +21,7 @@ def pause_rotation_flow(request: UserRequest) -> str | State:
     returns the id of the paused flow run."""
     try:
         connections = Connections.from_settings().for_account(request.account, f"pause-{request.user_name}")
+        tag_run(request.user_name, connections.account_id)
         run_id = pause_rotation(connections, PrefectRuns(), request.user_name)
     except KeyrotorError as error:
         return refused(error)

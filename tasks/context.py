@@ -42,7 +42,7 @@ class RotationContext:
         if self.lease is not None:
             self.lease.assert_held()
         saved = self.records.save_state(replace(state, last_flow_run_id=self.flow_run_id), self.actor)
-        failpoint(f"saved-{saved.phase.value}")
+        failpoint(f"saved-{saved.phase.value}", self.user_name)
         if self.on_saved is not None:
             self.on_saved(self, saved)
         return saved

@@ -26,10 +26,16 @@ _HELD = LeaseData(owner="this run", expires_at=None)
 
 def tag_this_run(ctx: RotationContext) -> None:
     """Tag the current flow run with its user, if whoever created it did not (a run started from the UI)."""
-    if ctx.flow_run_id is None:
+    tag_run(ctx.user_name, ctx.account_id)
+
+
+def tag_run(user_name: str, account_id: str) -> None:
+    """Tag the current flow run (if any) ``user:<name>`` and ``account:<id>``, so the UI lists a user's history."""
+    run_id = flow_run.get_id()
+    if run_id is None:
         return
     try:
-        add_tags(ctx.flow_run_id, list(flow_run.get_tags()), user_tags(ctx.user_name, ctx.account_id))
+        add_tags(str(run_id), list(flow_run.get_tags()), user_tags(user_name, account_id))
     except PrefectUnavailable as error:
         get_run_logger().warning("Could not tag the flow run: %s", error)
 

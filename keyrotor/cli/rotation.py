@@ -37,9 +37,10 @@ from keyrotor.core.model import Phase
 
 if TYPE_CHECKING:
     from keyrotor.adapters.prefect_api import UserFlow
-    from keyrotor.core.inputs import Request, RotationRequest
+    from keyrotor.core.inputs import Request, RotationRequest, UserRequest
     from keyrotor.core.model import RotationState
     from keyrotor.core.outlook import Outlook
+    from keyrotor.deployments.table import Deployment
 
 
 def rotate(
@@ -93,7 +94,7 @@ def rotate(
         from keyrotor.deployments.table import ROTATE
 
         if not local and served(ROTATE.full_name):
-            _rotate_on_server(request, wait, as_json)
+            _on_server(ROTATE, request, "rotate", wait, as_json)
             return
         where = "--local" if local else f"no runner serves {ROTATE.name} on {server_name()}"
         err.print(
@@ -128,8 +129,9 @@ def _run_here(flow: UserFlow, request: Request) -> RotationState:
         return run_here(flow, request)
 
 
-def _rotate_on_server(request: RotationRequest, to_the_end: bool, as_json: bool) -> None:
-    """Start the rotation as a run of the served deployment, follow it, and print where it stands."""
+def _on_server(deployment: Deployment, request: UserRequest, verb: str, to_the_end: bool, as_json: bool) -> None:
+    """Start the request as a run of the served deployment, named and tagged for its user, follow it until it parks,
+    pauses or ends (``to_the_end``: until it ends), and print where it stands."""
     from keyrotor.adapters.connections import Connections
     from keyrotor.adapters.prefect_api import start_run
     from keyrotor.adapters.prefect_runs import PrefectRuns
@@ -137,15 +139,14 @@ def _rotate_on_server(request: RotationRequest, to_the_end: bool, as_json: bool)
     from keyrotor.control.view import read_view
     from keyrotor.core.naming import run_title, user_tags
     from keyrotor.core.timestamps import utcnow
-    from keyrotor.deployments.table import ROTATE
 
     user = request.user_name
     connections = Connections.from_settings().for_account(request.account, f"follow-{user}")
     run = start_run(
-        ROTATE.full_name,
+        deployment.full_name,
         {"request": request.model_dump(mode="json")},
         ["keyrotor", *user_tags(user, connections.account_id)],
-        flow_run_name=run_title("rotate", user, request.account),
+        flow_run_name=run_title(verb, user, request.account),
     )
     api = settings_api_url() or ""
     err.print(f"Started flow run {run.name} ({api.removesuffix('/api')}/runs/flow-run/{run.id})", highlight=False)
@@ -163,7 +164,7 @@ def _rotate_on_server(request: RotationRequest, to_the_end: bool, as_json: bool)
         if state is not None:
             _print_rotation(state)
         _print_outlook(view.outlook)
-    ended_well = state is not None and state.phase in (Phase.COMPLETED, Phase.DEACTIVATED)
+    ended_well = state is not None and state.phase in (Phase.COMPLETED, Phase.DEACTIVATED, Phase.ROLLED_BACK)
     if state is None or (followed.stopped_because is Stop.ENDED and not ended_well):
         raise typer.Exit(1)
 
@@ -192,20 +193,46 @@ def rollback(
         ),
     ] = False,
     account: AccountOption = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Roll back in this process even if the deployments are served.")
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="With a served deployment: follow the rollback to its end.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
 ) -> None:
     """Roll USER back to the old key, refusing no application's call: the old key is made active and restored in
-    Vault at once; the new key stays active until it has gone unused for the quiet period (waiting here, or parked
-    on a served server), then it is deactivated, and deleted after the grace period.
+    Vault at once; the new key stays active until it has gone unused for the quiet period, then it is deactivated,
+    and deleted after the grace period (--now: deactivated at once).
 
-    Also cancels the scheduled deletion and a paused or waiting run. Possible until the old key is deleted; after
-    that it says so and changes nothing. Safe to run again (it continues the rollback).
+    Against a server that serves the rollback-rotation deployment the rollback runs there and waits without a
+    process (this command returns once the old key is back; --wait follows it to the end); without one, or with
+    --local, it runs and waits here. It also cancels the scheduled deletion and a paused or waiting run. Possible
+    until the old key is deleted; after that it says so and changes nothing. Safe to run again (it continues).
     """
-    from keyrotor.core.inputs import RollbackRequest
+    from keyrotor.core.inputs import Origin, RollbackRequest
     from keyrotor.flows.rollback import rollback_rotation
 
-    values = {"user_name": user, "account_id": account or "", "now": now}
-    _one_user_flow(rollback_rotation, RollbackRequest, values, as_json)
+    try:
+        request = RollbackRequest.parse({"user_name": user, "account_id": account or "", "now": now}, Origin.CLI)
+        start_prefect()
+        from keyrotor.adapters.prefect_api import served
+        from keyrotor.deployments.table import ROLLBACK
+
+        if now:
+            err.print(
+                "The new key is deactivated as soon as the old key is back: applications that still hold it are "
+                "refused until they re-read Vault.",
+                highlight=False,
+            )
+        if not local and served(ROLLBACK.full_name):
+            _on_server(ROLLBACK, request, "roll back", wait, as_json)
+            return
+        state = _run_here(rollback_rotation, request)
+    except KeyrotorError as error:
+        fail(error, as_json)
+        return
+    _print_report(state, as_json)
 
 
 def _one_user_flow(flow: UserFlow, kind: type[Request], values: dict[str, Any], as_json: bool) -> None:

@@ -118,10 +118,38 @@ KeyId = Annotated[str, _as_value_error(check_key_id), Field(json_schema_extra={"
 KeyChoice = Annotated[str, _as_value_error(_none_or_key), Field(json_schema_extra={"pattern": f"^$|{KEY_ID_PATTERN}"})]
 
 
+#: The order of the fields in Prefect's run form: who first, then the timings, then the choices.
+FORM_ORDER = (
+    "user_name",
+    "account_id",
+    "key_id",
+    "keep_key_id",
+    "min_idle_days",
+    "quiet_period",
+    "poll_interval",
+    "max_wait",
+    "grace_period",
+    "require_approval",
+    "now",
+    "accept_unsafe_quiet_period",
+    "force",
+)
+
+
+def _in_form_order(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """Prefect's form lists a model's fields by their ``position``: give each field its place in the procedure."""
+    order = [name for name in FORM_ORDER if name in model.model_fields] + [
+        name for name in model.model_fields if name not in FORM_ORDER
+    ]
+    for position, name in enumerate(order):
+        if name in schema.get("properties", {}):
+            schema["properties"][name]["position"] = position
+
+
 class Request(BaseModel):
     """What every request shares: refuse unknown fields (a typo must not be ignored) and stay immutable."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_in_form_order)
 
     @classmethod
     def parse(cls, values: Any, origin: Origin = Origin.FORM) -> Any:

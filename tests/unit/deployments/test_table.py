@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from keyrotor.deployments.prefect_yaml import render
 from keyrotor.deployments.serve import build_deployments
-from keyrotor.deployments.table import ALL, DELETE
+from keyrotor.deployments.table import ALL, DELETE, REMEDIATE
 from keyrotor.settings import Settings
 from tests.conftest import ROOT
 
@@ -21,7 +21,14 @@ def test_serve_offers_every_deployment_of_the_table_with_its_flow_and_schedule()
     for row in ALL:
         assert served[row.name].flow_name == row.flow().name == row.name
         assert served[row.name].description == row.description
-        assert bool(served[row.name].schedules) == bool(row.scheduled_when_served and (row.cron or row.interval))
+        schedules = served[row.name].schedules or []
+        assert bool(schedules) == bool(row.cron or row.interval)
+        assert all(schedule.active is row.active for schedule in schedules)
+
+
+def test_the_daily_remediation_of_the_whole_account_is_off_until_an_operator_turns_it_on() -> None:
+    (schedule,) = next(d for d in build_deployments() if d.name == REMEDIATE.name).schedules or []
+    assert schedule.active is False and "active: false" in render()
 
 
 def test_the_deletion_deployment_setting_names_the_table_entry() -> None:
