@@ -25,6 +25,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from keyrotor.adapters.connections import Connections
 from keyrotor.core.model import Phase
 from keyrotor.deployments.table import NAMES, REMEDIATE, SWEEP
+from keyrotor.stack.services import LocalStack, StackPorts, stop_stack
 from tests.conftest import OUTPUT, ROOT
 from tests.helpers import stop_process
 from tests.integration.support import (
@@ -49,14 +50,21 @@ def prefect(env: dict[str, str], *args: str) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
-@pytest.fixture
-def deployed(own_server: dict[str, str]) -> Iterator[dict[str, str]]:
-    """The pool (with its limit) and `prefect deploy --all`, as README says; yields the workers' environment."""
-    env = {**own_server, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
-    prefect(env, "work-pool", "create", "keyrotor", "--type", "process", "--overwrite")
-    prefect(env, "work-pool", "set-concurrency-limit", "keyrotor", str(POOL_LIMIT))
-    prefect(env, "--no-prompt", "deploy", "--all")
-    yield env
+@pytest.fixture(scope="module")
+def deployed(stack_environ: dict[str, str]) -> Iterator[dict[str, str]]:
+    """A Prefect server of the module's own (workers' deployments and `keyrotor serve`'s must not meet on one),
+    the pool (with its limit) and `prefect deploy --all`, as README says; yields the workers' environment."""
+    folder = OUTPUT / "workers-prefect"
+    own = LocalStack.start(folder, StackPorts(0, 0, 0), services=("prefect",))
+    env = {**stack_environ, "PREFECT_API_URL": own.env["PREFECT_API_URL"]}
+    env |= {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
+    try:
+        prefect(env, "work-pool", "create", "keyrotor", "--type", "process")
+        prefect(env, "work-pool", "set-concurrency-limit", "keyrotor", str(POOL_LIMIT))
+        prefect(env, "--no-prompt", "deploy", "--all")
+        yield env
+    finally:
+        stop_stack(folder, purge=True)
 
 
 class Worker:
