@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     max_wait: Duration | None = Field(default=None, description="Overrides timings.max_wait.")
     grace_period: Duration | None = Field(default=None, description="Overrides timings.grace_period.")
     lease_ttl: Duration = Field(
-        default=timedelta(minutes=2),
+        default=timedelta(minutes=1),
         description="A rotation whose process died is taken over by a new run after at most this long.",
     )
     verify_timeout: Duration = Field(

@@ -74,9 +74,7 @@ class Recovery:
         Prefect (or Crashed), their user's lease expired, or never taken (or let go) for a while."""
         dead = [StateType.RUNNING, StateType.PENDING, StateType.CRASHED]
         for run in self.runs.runs_of(self.deployments, dead):
-            if run.timestamp is None or now - run.timestamp < SETTLING or not run.user_name:
-                continue
-            if self._revived.get(run.id, 0) >= MAX_REVIVALS or not self._lease_says_dead(run, now):
+            if not run.user_name or self._revived.get(run.id, 0) >= MAX_REVIVALS or not self._lease_says_dead(run, now):
                 continue
             state = self.connections.records(run.user_name, self._account(run)).load_state()
             if state is not None and state.phase.terminal and run.id in state.run_ids():
@@ -84,6 +82,8 @@ class Recovery:
             self.revive(run, self._account(run), run.user_name, report, now)
 
     def _lease_says_dead(self, run: RunView, now: datetime) -> bool:
+        """The run's lease expired unrenewed (its process died; within one lease TTL), or it has held none for
+        :data:`SETTLING` (it never started, or died between letting the lease go and leaving Running)."""
         assert run.user_name is not None
         stored = self.connections.records(run.user_name, self._account(run)).lease.read_lease()
         lease = stored.data if stored else None
@@ -92,7 +92,8 @@ class Recovery:
                 return False  # another run works on this user now; this one is a leftover it will not need
             return lease.expires_at is None or lease.expires_at <= now  # its holder stopped renewing it
         let_go = lease.released_at if lease is not None else None
-        return let_go is None or now - let_go >= SETTLING
+        quiet_since = max(at for at in (let_go, run.timestamp) if at is not None) if let_go or run.timestamp else None
+        return quiet_since is None or now - quiet_since >= SETTLING
 
     def revive(self, run: RunView, account: str, user: str, report: SweepReport, now: datetime) -> None:
         self._revived[run.id] = self._revived.get(run.id, 0) + 1
