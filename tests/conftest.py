@@ -53,6 +53,10 @@ FAST = {
 }
 
 
+#: Where the served rotations of ``stall-*`` users stall, and for how long (see the ``served`` fixture).
+STALL = "saved-verified:12:stall-"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the secret-hygiene scan last, so it scans what every other test left behind."""
     items.sort(key=lambda item: "test_secret_hygiene" in item.nodeid)
@@ -138,13 +142,15 @@ def user_factory(iam: Any, connections: Connections) -> Callable[..., str]:
 
 @pytest.fixture(scope="session")
 def served(stack_environ: dict[str, str], prefect_api: str) -> Iterator[subprocess.Popen[str]]:
-    """``keyrotor serve`` in the background, as a newcomer runs it, until its deployments are registered."""
+    """``keyrotor serve`` in the background, as a newcomer runs it, until its deployments are registered. Rotations
+    of users named ``stall-*`` stay Running for 12 s after their new key is verified, so the browser test can press
+    the UI's Suspend on a running rotation."""
     from prefect.client.orchestration import get_client
 
     from keyrotor.deployments.table import NAMES
     from tests.helpers import stop_process
 
-    env = {**stack_environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    env = {**stack_environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1", "KEYROTOR_STALL": STALL}
     log = (OUTPUT / "serve.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "keyrotor", "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True

@@ -1,11 +1,13 @@
-"""The Prefect UI, in a real headless browser: the deployments and their schedules are visible, and a paused
-rotation is resumed by clicking "Resume" on its flow run page.
+"""The Prefect UI, in a real headless browser, as an operator works a rotation there: the deployments and their
+schedules; a Custom run of rotate-access-key with typed durations; approve and reject through the run's form; a
+pause-rotation run, after which the rotation's artifact says paused; the UI's Suspend on a running rotation and its
+Resume; rollback-rotation from its form while an application re-reads Vault every two seconds, with no call refused;
+and the Runs page filtered by a user's tag, listing every run of that user.
 
 The browser is Debian's Chromium (/usr/bin/chromium, installed by ``scripts/install-browser.sh``, which
 ``make install`` runs) driven by Python playwright (a test extra; its wheel ships its own driver). Playwright's
-own browser download (``playwright install``) is never used. Screenshots land in ``OUTPUT``: ``ui-deployments.png``,
-``ui-resumed.png``, ``ui-completed.png``, and ``ui-failure.png`` (with ``ui-failure.html`` and a playwright trace,
-``ui-trace.zip``) when the test fails.
+own browser download (``playwright install``) is never used. Screenshots land in ``OUTPUT`` (``ui-*.png``), and
+``ui-failure.png`` (with ``ui-failure.html`` and a playwright trace, ``ui-trace.zip``) when the test fails.
 """
 
 from __future__ import annotations
@@ -19,31 +21,27 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+from prefect.client.schemas.sorting import FlowRunSort
 
 from keyrotor.adapters.connections import Connections
-from keyrotor.adapters.prefect_api import WAITING
-from keyrotor.core.model import Phase
-from keyrotor.deployments.table import NAMES
+from keyrotor.core.model import Answer, PauseKind, Phase, RotationState
+from keyrotor.deployments.table import NAMES, PAUSE, REMEDIATE, ROLLBACK, ROTATE, SWEEP
+from keyrotor.stack.simulated_apps import SimulatedApp
 from tests.conftest import OUTPUT
 from tests.helpers import keyrotor_cli
-from tests.integration.support import (
-    active_keys,
-    assert_rotated,
-    processes_of,
-    required,
-    run_state,
-    schedule_rotation,
-    wait_for,
-)
+from tests.integration.flows.test_one_view import artifact_view
+from tests.integration.support import active_keys, assert_rotated, required, run_state, schedule_rotation, wait_for
 
 if TYPE_CHECKING:  # playwright is a test extra, imported where it is used (browser_installed says when it is missing)
-    from playwright.sync_api import Page
+    from playwright.sync_api import Locator, Page
 
 pytestmark = pytest.mark.integration
+T = TypeVar("T")
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Flags this machine's closed network needs (no background connections to Google's hosts).
@@ -56,7 +54,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DEPLOYMENTS = list(NAMES)
 # finish-due-deletions runs hourly: an interval schedule, which the UI's list shows as "Hourly". (Its cron form,
 # "At 17 minutes past the hour every day", did not fit the column below 1920 pixels and showed as "+1".)
 SWEEP_SCHEDULE = re.compile(r"Hourly|Every hour")
@@ -85,7 +82,7 @@ def ui_page(browser_installed: None, stack_environ: dict[str, str], tmp_path: Pa
 
     api = stack_environ["PREFECT_API_URL"].rstrip("/")
     base = api.removesuffix("api")
-    api_origin = urlsplit(api).netloc
+    api_origin = re.sub(r"^https?://", "", api).split("/")[0]
     stray: list[str] = []
 
     with sync_playwright() as playwright:
@@ -95,7 +92,7 @@ def ui_page(browser_installed: None, stack_environ: dict[str, str], tmp_path: Pa
                 executable_path=str(CHROMIUM),
                 headless=True,
                 args=CHROMIUM_ARGS,
-                viewport={"width": 1366, "height": 768},  # a common laptop screen
+                viewport={"width": 1366, "height": 900},  # a common laptop screen
             )
         except Exception as error:  # noqa: BLE001 - any launch failure means the browser is not usable
             pytest.fail(f"could not start {CHROMIUM} with playwright: {error}\n{INSTALL_HINT}")
@@ -108,9 +105,7 @@ def ui_page(browser_installed: None, stack_environ: dict[str, str], tmp_path: Pa
         context.on(
             "request",
             lambda request: (
-                stray.append(request.url)
-                if "/api/" in request.url and urlsplit(request.url).netloc != api_origin
-                else None
+                stray.append(request.url) if "/api/" in request.url and api_origin not in request.url else None
             ),
         )
         page = context.pages[0] if context.pages else context.new_page()
@@ -129,7 +124,69 @@ def screenshot(page: Page, name: str) -> Path:
     return path
 
 
-def test_deployments_visible_and_paused_rotation_resumed_by_click(
+def off_the_ui_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Playwright's sync API keeps an asyncio loop running in this thread, where Prefect's sync-or-async functions
+    would hand back an un-awaited coroutine: call them from a thread of its own, with this thread's context (Prefect's
+    settings, PREFECT_API_URL among them, are context variables)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(contextvars.copy_context().run, function, *args, **kwargs).result(timeout=120)
+
+
+def form_field(page: Page, scope: Page | Locator, label: str) -> Locator:
+    """A field of a Prefect form (on the page, or in a dialog) by its label (``Quiet Period`` also finds
+    ``Quiet Period (Optional)``): the innermost property holding it, as a model's fields sit inside its own."""
+    title = page.locator(".schema-form-property__label", has_text=re.compile(rf"^{re.escape(label)}( \(Optional\))?$"))
+    return scope.locator(".schema-form-property").filter(has=title).last
+
+
+def custom_run(page: Page, base: str, deployment: str, text: dict[str, str], switches: tuple[str, ...] = ()) -> None:
+    """Run > Custom run on the deployment's page, fill the form as an operator types it, and submit it."""
+    page.goto(f"{base}deployments")
+    page.get_by_role("link", name=deployment, exact=True).first.click()
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("Custom run", exact=True).click()
+    for label, value in text.items():
+        box = form_field(page, page, label).locator("textarea").first
+        box.fill(value)
+    for label in switches:
+        form_field(page, page, label).get_by_role("switch").click()
+    screenshot(page, f"ui-custom-run-{deployment}.png")
+    page.get_by_role("button", name="Submit", exact=True).click()
+
+
+def newest_run_of(deployment: str, user: str) -> str:
+    """The newest flow run of the deployment for ``user`` (the one the form just created)."""
+
+    def find() -> str | None:
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
+                sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+                limit=50,
+            )
+        return next((str(run.id) for run in runs if run.parameters.get("request", {}).get("user_name") == user), None)
+
+    return wait_for(lambda: off_the_ui_thread(find), f"the {deployment} run of {user}", timeout=30)
+
+
+def answer_in_the_ui(page: Page, base: str, run_id: str, answer: Answer, note: str, who: str) -> None:
+    """Resume on the run's page, and answer its approval form: an explicit choice, a note, a name."""
+    page.goto(f"{base}runs/flow-run/{run_id}")
+    page.get_by_role("button", name="Resume", exact=True).click()
+    dialog = page.get_by_role("dialog")
+    form_field(page, dialog, "Answer").locator("button").last.click()
+    page.get_by_role("option", name=answer.value, exact=True).click()
+    form_field(page, dialog, "Note").locator("textarea").fill(note)
+    form_field(page, dialog, "Answered By").locator("textarea").fill(who)
+    screenshot(page, f"ui-approval-{answer.value}.png")
+    dialog.get_by_role("button", name="Submit", exact=True).click()
+
+
+def record(connections: Connections, user: str) -> RotationState:
+    return required(connections.records(user).load_state(), f"{user}'s rotation")
+
+
+def test_an_operator_works_rotations_from_the_prefect_ui(
     browser_installed: None,
     ui_page: tuple[Page, str],
     served: subprocess.Popen[str],
@@ -142,65 +199,126 @@ def test_deployments_visible_and_paused_rotation_resumed_by_click(
 
     page, base = ui_page
     try:
-        # (a) The deployments page: the four deployments and the sweep's hourly schedule.
+        # The deployments page: every deployment, the sweep's hourly schedule, the daily remediation shown whole.
         page.goto(f"{base}deployments")
         expect(page.get_by_text(re.compile(rf"^\s*{len(NAMES)} Deployments\s*$"))).to_be_visible()
-        for name in DEPLOYMENTS:
+        for name in NAMES:
             row = page.get_by_role("row").filter(has=page.get_by_role("link", name=name, exact=True))
             expect(row, f"a row for deployment {name}").to_have_count(1)
-            expect(row).to_be_visible()
-        sweep = page.get_by_role("row").filter(has=page.get_by_role("link", name="finish-due-deletions", exact=True))
+        sweep = page.get_by_role("row").filter(has=page.get_by_role("link", name=SWEEP.name, exact=True))
         expect(sweep, "finish-due-deletions shows its hourly schedule").to_contain_text(SWEEP_SCHEDULE)
-        for scheduled in ("finish-due-deletions", "audit-and-remediate"):
-            row = page.get_by_role("row").filter(has=page.get_by_role("link", name=scheduled, exact=True))
-            expect(row, f"{scheduled}'s schedule is shown whole, not collapsed to +1").not_to_contain_text("+1")
+        daily = page.get_by_role("row").filter(has=page.get_by_role("link", name=REMEDIATE.name, exact=True))
+        expect(daily, "the daily remediation's schedule is shown whole, not collapsed to +1").not_to_contain_text("+1")
         screenshot(page, "ui-deployments.png")
 
-        # (b) A rotation scheduled as the UI's "Run" does. While its old key has not been quiet long enough it is
-        # parked: its run shows "Waiting" and holds no process. An operator pauses it (the UI's own Pause is not
-        # offered for a suspended run; `keyrotor pause` or the pause-rotation deployment is).
-        user = user_factory("ui")
-        old = active_keys(iam, user)[0]
-        records = connections.records(user)
-        # Playwright's sync API keeps an asyncio loop running in this thread, where Prefect's run_deployment
-        # would hand back an un-awaited coroutine: schedule from a thread of its own, with this thread's
-        # context (Prefect's settings, PREFECT_API_URL among them, are context variables).
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            run_id = pool.submit(contextvars.copy_context().run, schedule_rotation, user, quiet_period="12s").result(
-                timeout=60
-            )
-        wait_for(lambda: run_state(run_id).name == WAITING, "the rotation to park")
-        wait_for(lambda: not processes_of(run_id), "the parked run's process to exit", timeout=30)
-        page.goto(f"{base}runs/flow-run/{run_id}")
-        expect(page.get_by_text(WAITING, exact=True).first).to_be_visible()
-        screenshot(page, "ui-waiting.png")
-        paused = keyrotor_cli(stack_environ, "pause", user)
-        assert paused.returncode == 0, paused.stderr
-        assert required(required(records.load_state()).pause).run_id == run_id and run_state(run_id).name == "Suspended"
+        # Two Custom runs of rotate-access-key, durations typed as people write them, approval required.
+        approver, rejecter = user_factory("ui-approve"), user_factory("ui-reject")
+        timings = {"Quiet Period": "2s", "Poll Interval": "1s", "Max Wait": "60s", "Grace Period": "0s"}
+        for user in (approver, rejecter):
+            custom_run(page, base, ROTATE.name, {"IAM user": user, **timings}, switches=("Require Approval",))
+        runs = {user: newest_run_of(ROTATE.name, user) for user in (approver, rejecter)}
 
-        # (c) Its flow run page shows it Suspended; click "Resume" and confirm in the modal.
-        page.goto(f"{base}runs/flow-run/{run_id}")
-        expect(page.get_by_text("Suspended", exact=True).first).to_be_visible()
-        page.get_by_role("button", name="Resume", exact=True).click()
-        dialog = page.get_by_role("dialog")
-        expect(dialog).to_be_visible()
-        expect(dialog).to_contain_text("resume")
-        dialog.get_by_role("button", name=re.compile(r"^\s*(Submit|Resume|Confirm)\s*$")).click()
-        expect(dialog).to_be_hidden()
+        def awaiting_approval(user: str) -> bool:
+            pause = record(connections, user).pause
+            return pause is not None and pause.kind is PauseKind.APPROVAL
+
+        for user in runs:
+            wait_for(lambda: awaiting_approval(user), f"{user}'s approval form")  # noqa: B023 - called at once
+        answer_in_the_ui(page, base, runs[approver], Answer.APPROVE, "the app moved", "ui-operator")
+        answer_in_the_ui(page, base, runs[rejecter], Answer.REJECT, "billing still uses it", "ui-operator")
         wait_for(
-            lambda: required(records.load_state()).pause is None,
-            "the resumed run to take the pause off",
-            timeout=60,
+            lambda: all(off_the_ui_thread(run_state, run).is_final() for run in runs.values()),
+            "the answered runs to end",
         )
-        expect(page.get_by_text("Suspended", exact=True)).to_have_count(0, timeout=UI_TIMEOUT_MS)
-        screenshot(page, "ui-resumed.png")
+        approved, rejected = record(connections, approver), record(connections, rejecter)
+        assert off_the_ui_thread(run_state, runs[approver]).is_completed() and approved.phase is Phase.COMPLETED
+        assert approved.approval is not None and approved.approval.note == "the app moved"
+        assert approved.approval.answered_by == "ui-operator" and approved.approval.answer is Answer.APPROVE
+        ended = off_the_ui_thread(run_state, runs[rejecter])
+        assert ended.name == "Rejected" and not ended.is_completed(), "a rejected rotation does not look like success"
+        assert rejected.phase is Phase.REJECTED and rejected.error and "billing still uses it" in rejected.error
+        page.goto(f"{base}runs/flow-run/{runs[rejecter]}")
+        expect(page.get_by_text("Rejected", exact=True).first).to_be_visible()
+        screenshot(page, "ui-rejected.png")
 
-        # (d) The resumed run goes on from its wait to the end.
-        wait_for(lambda: run_state(run_id).is_final(), "the resumed run to finish", timeout=120)
-        assert run_state(run_id).is_completed(), run_state(run_id)
+        # A rotation waiting for its old key (an application keeps using it), paused from pause-rotation's form:
+        # its artifact then says paused; Resume on its run sends it back to waiting.
+        waiting = user_factory("ui-pause")
+        busy = SimulatedApp(waiting, connections.records(waiting), refresh=10_000, interval=0.5)
+        busy.start()
+        try:
+            parked_run = off_the_ui_thread(schedule_rotation, waiting, quiet_period="60s", max_wait="120s")
+            wait_for(lambda: connections.waiting.read(connections.account_id, waiting), "the rotation to park")
+            custom_run(page, base, PAUSE.name, {"IAM user": waiting})
+            wait_for(lambda: (p := record(connections, waiting).pause) and p.run_id == parked_run, "the pause")
+            said = wait_for(lambda: off_the_ui_thread(artifact_view, connections, waiting), "the artifact")
+            wait_for(
+                lambda: "paused by an operator" in required(off_the_ui_thread(artifact_view, connections, waiting))[1],
+                "the artifact to say paused",
+            )
+            assert said is not None
+            page.goto(f"{base}runs/flow-run/{parked_run}")
+            page.get_by_role("button", name="Resume", exact=True).click()
+            page.get_by_role("dialog").get_by_role("button", name=re.compile(r"^\s*(Submit|Resume)\s*$")).click()
+            wait_for(lambda: record(connections, waiting).pause is None, "the resumed run to take the pause off")
+        finally:
+            busy.stop()
+
+        # The UI's Suspend on a running rotation (it stalls 12 s after verifying its new key), then Resume: it
+        # records the pause, holds no process, and finishes once.
+        stalled = user_factory("stall")
+        old = active_keys(iam, stalled)[0]
+        running = off_the_ui_thread(schedule_rotation, stalled, quiet_period="2s")
+        wait_for(lambda: (s := connections.records(stalled).load_state()) and s.phase is Phase.VERIFIED, "the stall")
+        page.goto(f"{base}runs/flow-run/{running}")
+        page.get_by_role("button", name=re.compile("Suspend")).click()
+        page.get_by_role("dialog").get_by_role("button", name="Submit", exact=True).click()
+        wait_for(
+            lambda: (p := record(connections, stalled).pause) and p.kind is PauseKind.PREFECT, "the UI's pause", 60
+        )
         page.reload()
-        expect(page.get_by_text("Completed", exact=True).first).to_be_visible()
-        screenshot(page, "ui-completed.png")
+        expect(page.get_by_text("Suspended", exact=True).first).to_be_visible()
+        screenshot(page, "ui-suspended.png")
+        page.get_by_role("button", name="Resume", exact=True).click()
+        page.get_by_role("dialog").get_by_role("button", name=re.compile(r"^\s*(Submit|Resume)\s*$")).click()
+        wait_for(lambda: off_the_ui_thread(run_state, running).is_final(), "the resumed rotation to finish", 120)
+        assert off_the_ui_thread(run_state, running).is_completed()
+        assert_rotated(iam, connections, stalled, old)
+
+        # Rollback from its form, with an application that re-reads Vault every 2 s: the old key is back at once,
+        # the new key stays active until the application has left it, and no call is refused.
+        rolled = user_factory("ui-rollback")
+        old = active_keys(iam, rolled)[0]
+        app = SimulatedApp(rolled, connections.records(rolled), refresh=2, interval=0.25)
+        app.start()
+        try:
+            rotated = keyrotor_cli(stack_environ, "rotate", rolled, "--local", "--grace-period", "10m", "--json")
+            assert rotated.returncode == 0, rotated.stderr
+            new = json.loads(rotated.stdout)["new_key_id"]
+            wait_for(lambda: app.stats.keys_used[-1:] == [new], "the application to use the new key")
+            custom_run(page, base, ROLLBACK.name, {"IAM user": rolled})
+            wait_for(lambda: record(connections, rolled).phase is Phase.ROLLED_BACK, "the rollback to end", 120)
+        finally:
+            stats = app.stop()
+        ended_state = record(connections, rolled)
+        assert stats.errors == [], f"refused calls during the rollback: {stats.errors[:3]}"
+        assert ended_state.rollback is not None and ended_state.rollback.new_key_deactivated_at is not None
+        restored = required(ended_state.rollback.restored_at)
+        assert ended_state.rollback.new_key_deactivated_at - restored >= ended_state.timings.quiet_period
+        assert required(connections.records(rolled).published()).key_id == old
+
+        # The Runs page, filtered by the user's tag: the user's whole history (the rotation, its scheduled deletion
+        # that the rollback cancelled, and the rollback), each run named for what it did.
+        page.goto(f"{base}runs")
+        tags = page.locator(".p-label").filter(has_text=re.compile(r"^Tags")).first
+        tags.locator("button").first.click()
+        page.keyboard.type(f"user:{rolled}")
+        page.get_by_role("option", name=f"user:{rolled}").click()
+        page.keyboard.press("Escape")
+        for name in (f"rotate {rolled}", f"delete old key of {rolled}", f"roll back {rolled}"):
+            expect(page.get_by_text(re.compile(rf"^{re.escape(name)}( in \d{{12}})?$")).first).to_be_visible()
+        expect(page.get_by_text(re.compile(rf"^rotate {re.escape(approver)}"))).to_have_count(0)
+        screenshot(page, "ui-user-history.png")
     except BaseException as error:
         try:
             shot = screenshot(page, "ui-failure.png")
@@ -214,7 +332,3 @@ def test_deployments_visible_and_paused_rotation_resumed_by_click(
         if isinstance(error, Exception):  # a playwright TimeoutError, say
             raise AssertionError(f"{type(error).__name__}: {error}\n{note}") from error
         raise
-
-    assert_rotated(iam, connections, user, old)
-    state = required(records.load_state())
-    assert state.phase is Phase.COMPLETED and state.pause is None, state
