@@ -74,7 +74,11 @@ def stack() -> Iterator[LocalStack]:
 @pytest.fixture(scope="session")
 def stack_environ(stack: LocalStack) -> dict[str, str]:
     """The environment a keyrotor process needs to work against the local stack, with fast timings."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "VAULT_", "KEYROTOR_"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AWS_", "VAULT_", "KEYROTOR_")) and key != "COLUMNS"
+    }
     env.update(stack.env)
     env.update(FAST)
     return env

@@ -28,9 +28,8 @@ def keyrotor_cli(env: dict[str, str], *args: str, timeout: float = 180) -> subpr
     if not env.get("PREFECT_API_URL"):  # the command starts Prefect's temporary server: in a process of its own
         return keyrotor_process(env, *args, timeout=timeout)
     wanted: dict[str, str | None] = {name: None for name in os.environ if name.startswith(OWN_PREFIXES)}
-    wanted.pop("COLUMNS", None)
     wanted |= {name: value for name, value in env.items() if name.startswith(OWN_PREFIXES)}
-    wanted.setdefault("COLUMNS", "250")  # or rich wraps and truncates at 80 columns, as in a pipe
+    wanted["COLUMNS"] = env.get("COLUMNS", "250")  # or rich wraps and truncates at 80 columns, as in a pipe
     runner = CliRunner()
     with temporary_settings(updates={PREFECT_API_URL: env.get("PREFECT_API_URL")}):
         result = runner.invoke(app, list(args), env=wanted, catch_exceptions=False, terminal_width=250)

@@ -106,10 +106,13 @@ def test_the_artifact_status_and_fleet_status_say_the_same_after_every_change(
 
         assert keyrotor_cli(stack_environ, "resume", user).returncode == 0
         agree(connections, stack_environ, user, "holds no process")  # it ran from the top, and parked again
+
+        rolled = keyrotor_cli(stack_environ, "rollback", user, "--json")  # returns once the old key is back
+        assert rolled.returncode == 0, rolled.stderr[-2000:]
+        back = agree(connections, stack_environ, user, "waiting for applications to stop using the new key")
+        assert back[0] == "rolling back" and f"rolled back to the old key {old}" in back[1]
     finally:
         app.stop()
-    rolled = keyrotor_cli(stack_environ, "rollback", user, "--json")
-    assert rolled.returncode == 0, rolled.stderr[-2000:]
     ended = agree(connections, stack_environ, user, "rolled back at")
     assert ended[0] == "rolled back" and f"old key {old} is active and in Vault again" in ended[1]
     assert required(records.load_state()).phase is Phase.ROLLED_BACK

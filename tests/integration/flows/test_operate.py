@@ -150,7 +150,7 @@ def rollback_and_check(
     the new key inactive, and that a second rollback changes nothing."""
     records = connections.records(user)
     before = required(records.load_state())
-    result = keyrotor_cli(stack_environ, "rollback", user, "--json", *options)
+    result = keyrotor_cli(stack_environ, "rollback", user, "--json", "--wait", *options)
     assert result.returncode == 0, result.stderr[-3000:]
     report: dict[str, Any] = json.loads(result.stdout)
     assert report["phase"] == "rolled_back"
@@ -163,7 +163,7 @@ def rollback_and_check(
     versions = records.kv.current_version(records.paths.secret)
     assert records.stashed() is None
 
-    again = keyrotor_cli(stack_environ, "rollback", user, "--json")  # idempotent
+    again = keyrotor_cli(stack_environ, "rollback", user, "--json", "--wait")  # idempotent
     assert again.returncode == 0, again.stderr[-3000:]
     assert all_keys(iam, user) == keys and records.kv.current_version(records.paths.secret) == versions
     return report
@@ -191,7 +191,7 @@ def test_an_interrupted_rollback_run_again_ends_the_same(
     old = active_keys(iam, user)[0]
     rotated = keyrotor_cli(stack_environ, "rotate", user, "--local", "--grace-period", "10m")
     assert rotated.returncode == 0, rotated.stderr
-    killed = keyrotor_process({**stack_environ, "KEYROTOR_FAILPOINT": failpoint}, "rollback", user)
+    killed = keyrotor_process({**stack_environ, "KEYROTOR_FAILPOINT": failpoint}, "rollback", user, "--local")
     assert killed.returncode == -signal.SIGKILL
     blocked = keyrotor_cli(stack_environ, "rotate", user, "--local")
     assert blocked.returncode == 4 and "rollback" in blocked.stderr  # an unfinished rollback is finished, not undone

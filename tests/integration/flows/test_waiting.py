@@ -177,7 +177,7 @@ def test_a_fleet_waits_in_parallel_without_a_process_per_waiting_rotation_and_a_
         state = history[0]
         assert state.phase is Phase.COMPLETED and state.deactivated_at is not None and state.published_at is not None
         late = (state.deactivated_at - state.published_at).total_seconds() - quiet
-        assert late < 12, f"{user} deactivated {late:.1f}s after its quiet period ended"
+        assert late < 20, f"{user} deactivated {late:.1f}s after its quiet period ended"
     print(f"fleet of {len(users)}: parked after {parked_at - started:.1f}s, all rotated after {makespan:.1f}s")
 
 
