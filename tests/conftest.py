@@ -36,6 +36,10 @@ shutil.rmtree(OUTPUT if WORKER else BASE_OUTPUT, ignore_errors=True)
 CLIENT_HOME.mkdir(parents=True)
 os.environ["PREFECT_HOME"] = str(CLIENT_HOME)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+# rich sizes its consoles from COLUMNS when they are made (keyrotor's, at import): a width inherited from the
+# terminal that started the tests (or set for pytest-xdist's workers) would wrap and cut what the tests read.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 os.environ.pop("PREFECT_API_URL", None)
 
 # Short timings for tests; real defaults are hours to days.

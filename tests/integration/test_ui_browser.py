@@ -219,8 +219,8 @@ def test_an_operator_works_rotations_from_the_prefect_ui(
         runs = {user: newest_run_of(ROTATE.name, user) for user in (approver, rejecter)}
 
         def awaiting_approval(user: str) -> bool:
-            pause = record(connections, user).pause
-            return pause is not None and pause.kind is PauseKind.APPROVAL
+            state = connections.records(user).load_state()
+            return state is not None and state.pause is not None and state.pause.kind is PauseKind.APPROVAL
 
         for user in runs:
             wait_for(lambda: awaiting_approval(user), f"{user}'s approval form")  # noqa: B023 - called at once
