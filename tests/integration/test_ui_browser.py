@@ -146,12 +146,19 @@ def custom_run(page: Page, base: str, deployment: str, text: dict[str, str], swi
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("Custom run", exact=True).click()
     for label, value in text.items():
-        box = form_field(page, page, label).locator("textarea").first
-        box.fill(value)
+        type_into(form_field(page, page, label), value)
     for label in switches:
         form_field(page, page, label).get_by_role("switch").click()
     screenshot(page, f"ui-custom-run-{deployment}.png")
     page.get_by_role("button", name="Submit", exact=True).click()
+
+
+def type_into(field: Locator, value: str) -> None:
+    """Replace a form field's text and leave it, as a person does: the form takes a value when its field loses focus."""
+    box = field.locator("textarea").first
+    box.fill(value)
+    box.press("Tab")
+    box.page.wait_for_timeout(200)
 
 
 def newest_run_of(deployment: str, user: str) -> str:
@@ -176,8 +183,8 @@ def answer_in_the_ui(page: Page, base: str, run_id: str, answer: Answer, note: s
     dialog = page.get_by_role("dialog")
     form_field(page, dialog, "Answer").locator("button").last.click()
     page.get_by_role("option", name=answer.value, exact=True).click()
-    form_field(page, dialog, "Note").locator("textarea").fill(note)
-    form_field(page, dialog, "Answered By").locator("textarea").fill(who)
+    type_into(form_field(page, dialog, "Note"), note)
+    type_into(form_field(page, dialog, "Answered By"), who)
     screenshot(page, f"ui-approval-{answer.value}.png")
     dialog.get_by_role("button", name="Submit", exact=True).click()
 
