@@ -11,6 +11,7 @@ point again, and gets the answer given instead of pausing twice.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Literal
 
 from prefect import get_run_logger
 from prefect.exceptions import Pause
@@ -33,7 +34,10 @@ SOMEONE_IN_THE_UI = "someone in the Prefect UI"
 class DeactivationApproval(RunInput):
     """What the operator answers in the Prefect UI (or with ``keyrotor resume USER --approve/--reject``)."""
 
-    answer: Answer = Field(description="approve: deactivate the old key now; reject: stop with both keys active.")
+    # A Literal, not the Answer enum: the UI's form lists a choice's options only when they are written in place.
+    answer: Literal["approve", "reject"] = Field(
+        description="approve: deactivate the old key now; reject: stop with both keys active."
+    )
     note: str = Field(default="", max_length=2000, description="Why (kept in the rotation's state and log).")
     answered_by: str = Field(default="", max_length=200, description="Your name (kept with the answer).")
 
@@ -77,7 +81,7 @@ def ask_approval(ctx: RotationContext, state: RotationState, last_used: LastUsed
 @step("record-answer")
 def record_answer(ctx: RotationContext, state: RotationState, answer: DeactivationApproval) -> RotationState:
     """Keep the answer in the rotation's state and log; a rejection ends the rotation with both keys active."""
-    approval = Approval(answer.answer, answer.note, answer.answered_by or SOMEONE_IN_THE_UI, utcnow())
+    approval = Approval(Answer(answer.answer), answer.note, answer.answered_by or SOMEONE_IN_THE_UI, utcnow())
     note = f": {approval.note}" if approval.note else ""
     logger = get_run_logger()
     if approval.answer is Answer.APPROVE:
