@@ -301,7 +301,8 @@ def test_an_operator_works_rotations_from_the_prefect_ui(
         app = SimulatedApp(rolled, connections.records(rolled), refresh=2, interval=0.25)
         app.start()
         try:
-            rotated = keyrotor_cli(stack_environ, "rotate", rolled, "--local", "--grace-period", "10m", "--json")
+            rotate = ("rotate", rolled, "--local", "--grace-period", "10m", "--json")
+            rotated = off_the_ui_thread(keyrotor_cli, stack_environ, *rotate)
             assert rotated.returncode == 0, rotated.stderr
             new = json.loads(rotated.stdout)["new_key_id"]
             wait_for(lambda: app.stats.keys_used[-1:] == [new], "the application to use the new key")
