@@ -24,9 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
-from prefect.client.schemas.sorting import FlowRunSort
 
 from keyrotor.adapters.connections import Connections
 from keyrotor.core.model import Answer, PauseKind, Phase, RotationState
@@ -139,18 +136,36 @@ def form_field(page: Page, scope: Page | Locator, label: str) -> Locator:
     return scope.locator(".schema-form-property").filter(has=title).last
 
 
-def custom_run(page: Page, base: str, deployment: str, text: dict[str, str], switches: tuple[str, ...] = ()) -> None:
-    """Run > Custom run on the deployment's page, fill the form as an operator types it, and submit it."""
+def custom_run(page: Page, base: str, deployment: str, text: dict[str, str], switches: tuple[str, ...] = ()) -> str:
+    """Run > Custom run on the deployment's page, fill the form as an operator types it, submit it, and return the
+    id of the flow run it created (the parameters it sent are checked to be those typed)."""
+    from playwright.sync_api import expect
+
     page.goto(f"{base}deployments")
     page.get_by_role("link", name=deployment, exact=True).first.click()
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("Custom run", exact=True).click()
+    page.wait_for_load_state("networkidle")
     for label, value in text.items():
-        type_into(form_field(page, page, label), value)
+        field = form_field(page, page, label)
+        type_into(field, value)
+        expect(field.locator("textarea").first).to_have_value(value)
     for label in switches:
         form_field(page, page, label).get_by_role("switch").click()
     screenshot(page, f"ui-custom-run-{deployment}.png")
-    page.get_by_role("button", name="Submit", exact=True).click()
+    with page.expect_response(lambda response: "create_flow_run" in response.url) as created:
+        page.get_by_role("button", name="Submit", exact=True).click()
+    response = created.value
+    assert response.ok, f"the form's run was refused: {response.status} {response.text()[:500]}"
+    run = response.json()
+    sent = run["parameters"]["request"]
+    assert sent["user_name"] == text["IAM user"] and all(sent[name] is True for name in _fields(switches)), sent
+    return str(run["id"])
+
+
+def _fields(labels: tuple[str, ...]) -> list[str]:
+    """The request's field names of form labels (``Require Approval`` is ``require_approval``)."""
+    return [label.lower().replace(" ", "_") for label in labels]
 
 
 def type_into(field: Locator, value: str) -> None:
@@ -159,21 +174,6 @@ def type_into(field: Locator, value: str) -> None:
     box.fill(value)
     box.press("Tab")
     box.page.wait_for_timeout(200)
-
-
-def newest_run_of(deployment: str, user: str) -> str:
-    """The newest flow run of the deployment for ``user`` (the one the form just created)."""
-
-    def find() -> str | None:
-        with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(
-                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
-                sort=FlowRunSort.EXPECTED_START_TIME_DESC,
-                limit=50,
-            )
-        return next((str(run.id) for run in runs if run.parameters.get("request", {}).get("user_name") == user), None)
-
-    return wait_for(lambda: off_the_ui_thread(find), f"the {deployment} run of {user}", timeout=30)
 
 
 def answer_in_the_ui(page: Page, base: str, run_id: str, answer: Answer, note: str, who: str) -> None:
@@ -223,9 +223,10 @@ def test_an_operator_works_rotations_from_the_prefect_ui(
         # Two Custom runs of rotate-access-key, durations typed as people write them, approval required.
         approver, rejecter = user_factory("ui-approve"), user_factory("ui-reject")
         timings = {"Quiet Period": "2s", "Poll Interval": "1s", "Max Wait": "60s", "Grace Period": "0s"}
-        for user in (approver, rejecter):
-            custom_run(page, base, ROTATE.name, {"IAM user": user, **timings}, switches=("Require Approval",))
-        runs = {user: newest_run_of(ROTATE.name, user) for user in (approver, rejecter)}
+        runs = {
+            user: custom_run(page, base, ROTATE.name, {"IAM user": user, **timings}, switches=("Require Approval",))
+            for user in (approver, rejecter)
+        }
 
         def awaiting_approval(user: str) -> bool:
             state = connections.records(user).load_state()
