@@ -58,7 +58,7 @@ FAST = {
 
 
 #: Where the served rotations of ``stall-*`` users stall, and for how long (see the ``served`` fixture).
-STALL = "saved-verified:12:stall-"
+STALL = "saved-verified:8:stall-"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -151,7 +151,7 @@ def user_factory(iam: Any, connections: Connections) -> Callable[..., str]:
 @pytest.fixture(scope="session")
 def served(stack_environ: dict[str, str], prefect_api: str) -> Iterator[subprocess.Popen[str]]:
     """``keyrotor serve`` in the background, as a newcomer runs it, until its deployments are registered. Rotations
-    of users named ``stall-*`` stay Running for 12 s after their new key is verified, so the browser test can press
+    of users named ``stall-*`` stay Running for 8 s after their new key is verified, so the browser test can press
     the UI's Suspend on a running rotation."""
     from prefect.client.orchestration import get_client
 

@@ -274,7 +274,7 @@ def test_an_operator_works_rotations_from_the_prefect_ui(
         finally:
             busy.stop()
 
-        # The UI's Suspend on a running rotation (it stalls 12 s after verifying its new key), then Resume: it
+        # The UI's Suspend on a running rotation (it stalls 8 s after verifying its new key), then Resume: it
         # records the pause, holds no process, and finishes once.
         stalled = user_factory("stall")
         old = active_keys(iam, stalled)[0]

@@ -118,12 +118,12 @@ def test_a_ui_pause_whose_timeout_passed_can_still_be_resumed(
 def test_two_runners_share_a_fleet_and_one_killed_loses_nothing(
     iam: Any, connections: Connections, stack_environ: dict[str, str], own_server: dict[str, str]
 ) -> None:
-    prefix, users = make_fleet(iam, connections, stack_environ, 6, "runners")
+    prefix, users = make_fleet(iam, connections, stack_environ, 4, "runners")
     survivor = Runner(own_server, "runner-survivor", limit=2)
     doomed = Runner(own_server, "runner-doomed", limit=2)
     try:
         result = keyrotor_cli(
-            own_server, "remediate", "--json", "--user", f"{prefix}*", "--quiet-period", "6s", "--poll-interval", "1s"
+            own_server, "remediate", "--json", "--user", f"{prefix}*", "--quiet-period", "4s", "--poll-interval", "1s"
         )
         assert result.returncode == 0, result.stderr[-3000:]
         runs = {o["user"]: o["flow_run_id"] for o in json.loads(result.stdout)["outcomes"]}
@@ -198,7 +198,7 @@ def test_iam_vault_and_prefect_down_together_and_the_rotation_finishes_without_a
         stall = {"KEYROTOR_STALL": "saved-created:3"} if when == "during-a-step" else {}
         runner = Runner(env, f"runner-outage-{when}", extra=stall)
         try:
-            run_id = start_rotation(env, user, quiet_period="10s")
+            run_id = start_rotation(env, user, quiet_period="4s")
             if when == "during-the-wait":
                 wait_for(lambda: connections.waiting.read(connections.account_id, user), "the rotation to park")
             else:  # stalled right after recording the new key: the outage starts before it is verified

@@ -131,7 +131,7 @@ def remediate_fleet(stack_environ: dict[str, str], prefix: str, *extra: str) -> 
 
 @pytest.fixture
 def old_fleet(iam: Any, connections: Connections, stack_environ: dict[str, str]) -> tuple[str, list[str]]:
-    return make_fleet(iam, connections, stack_environ, 6, "fleet")
+    return make_fleet(iam, connections, stack_environ, 4, "fleet")
 
 
 def test_a_fleet_waits_in_parallel_without_a_process_per_waiting_rotation_and_a_second_remediation_adds_none(
@@ -144,7 +144,7 @@ def test_a_fleet_waits_in_parallel_without_a_process_per_waiting_rotation_and_a_
     import time
 
     prefix, users = old_fleet
-    quiet = 10
+    quiet = 8
     started = time.monotonic()
     report = remediate_fleet(stack_environ, prefix, "--quiet-period", f"{quiet}s", "--poll-interval", "1s")
     returned = time.monotonic() - started
@@ -192,11 +192,15 @@ def test_pause_while_parked_holds_it_past_its_quiet_period_and_resume_finishes_i
 
     user = user_factory("park-pause")
     old = active_keys(iam, user)[0]
+    records = connections.records(user)
     run_id = schedule_rotation(user, quiet_period="3s", poll_interval="1s")
     wait_for(lambda: parked(connections, user) and run_state(run_id).name == WAITING, "the rotation to park")
     paused = keyrotor_cli(stack_environ, "pause", user)
     assert paused.returncode == 0, paused.stderr
-    assert required(parked(connections, user)).held and paused_run(connections.records(user)) == run_id
+    assert required(parked(connections, user)).held and paused_run(records) == run_id
+    assert not processes_of(run_id) and not required(records.lease.read_lease()).data.owner, "it holds nothing"
+    second = keyrotor_cli(stack_environ, "rotate", user, "--local")
+    assert second.returncode == 4 and "paused" in second.stderr, "a paused rotation blocks another one"
     time.sleep(3 + 3)  # the quiet period passes, and three waker intervals: the waker must leave it alone
     assert run_state(run_id).is_paused() and run_state(run_id).name == "Suspended"
     assert required(connections.records(user).load_state()).phase is Phase.PUBLISHED
@@ -207,7 +211,12 @@ def test_pause_while_parked_holds_it_past_its_quiet_period_and_resume_finishes_i
     wait_for(lambda: run_state(run_id).is_final(), "the resumed rotation to finish", timeout=90)
     assert run_state(run_id).is_completed()
     assert_rotated(iam, connections, user, old)
-    assert required(connections.records(user).load_state()).pause is None
+    assert required(records.load_state()).pause is None
+    history = list(reversed(state_history(records)))
+    assert {s.new_key_id for s in history if s.new_key_id} == {history[-1].new_key_id}, "one new key, never two"
+    ranks = [s.phase.rank for s in history]
+    assert ranks == sorted(ranks), "phases never went backwards"
+    assert [s.phase for s in history if s.pause] == [Phase.PUBLISHED]
 
 
 def test_resume_of_a_rotation_that_only_waits_says_it_is_not_paused(

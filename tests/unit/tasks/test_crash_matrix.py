@@ -20,7 +20,7 @@ from keyrotor.core.model import KeyStatus, Phase, RotationState
 from keyrotor.settings import Settings
 from keyrotor.tasks.context import RotationContext
 from keyrotor.tasks.preflight import start_rotation
-from keyrotor.tasks.rollback import restore_old_key, retire_new_key, start_rollback
+from keyrotor.tasks.rollback import new_key_needs_wait, restore_old_key, retire_new_key, start_rollback
 from keyrotor.tasks.rotation import introduce_new_key, retire_old_key
 from tests.unit.fakes import FakeIam, FakeKV
 
@@ -158,3 +158,22 @@ def test_a_rollback_killed_at_any_step_ends_the_same_when_run_again(
     assert published is not None and published.key_id == old
     assert account.kv.current_version(account.ctx.records.paths.secret) == 3, "one publish, exactly one restore"
     assert account.refused == []
+
+
+@pytest.mark.parametrize("point", ["saved-created", "saved-verified"])
+def test_a_rotation_killed_before_its_publish_rolls_back_without_waiting(
+    point: str, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No application ever read the new key: the rollback needs no quiet period before it deactivates it."""
+    old = account.iam.list_keys("alice")[0].key_id
+    crash_at(point, monkeypatch)
+    with pytest.raises(Crash):
+        rotate(account.ctx)
+    monkeypatch.delenv(failpoints.ENV)
+    recorded = account.ctx.records.load_state()
+    assert recorded is not None and recorded.new_key_id is not None
+    assert not new_key_needs_wait(account.ctx, start_rollback.fn(account.ctx, recorded, False))
+    ended = roll_back(account.ctx, now=False)
+    assert ended.phase is Phase.ROLLED_BACK
+    assert {key.key_id: key.status for key in account.iam.list_keys("alice")} == {old: KeyStatus.ACTIVE}
+    assert account.ctx.records.stashed() is None and account.refused == []
