@@ -18,6 +18,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron, Interval
 from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY, temporary_settings
 
+from keyrotor.adapters.automations import HEARTBEAT_FREQUENCY
 from keyrotor.adapters.prefect_api import synchronous
 from keyrotor.deployments.table import ALL, Deployment
 from keyrotor.waker.service import start_waker_thread
@@ -47,8 +48,11 @@ def build_deployments() -> list[RunnerDeployment]:
 
 
 def serve_all(limit: int, wake: bool = True) -> None:
-    """Serve the deployments until interrupted, at most ``limit`` flow runs at once, with the waker in a thread."""
+    """Serve the deployments until interrupted, at most ``limit`` flow runs at once, with the waker in a thread.
+    Its flow runs send heartbeats (unless the environment says otherwise), so a run whose process died is marked
+    Crashed by the server's automation (:mod:`keyrotor.adapters.automations`)."""
     log_to_stderr()
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_FREQUENCY))
     stop = threading.Event()
     waker = start_waker_thread(stop) if wake else None
     # A woken rotation is Scheduled again: look for due runs every 2 s rather than Prefect's default 10 s, so it is

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     waker_lease_path: str = Field(
         default="keyrotor-waker/lease", description="Which waker is the one checking parked rotations now."
     )
+    pickup_timeout: Duration = Field(
+        default=timedelta(seconds=90),
+        description="How long `keyrotor rotate` on a server waits for a runner or worker to start its run before it "
+        "says why none did (nothing polls, or the work pool is full).",
+    )
     waker_lease_ttl: Duration = Field(
         default=timedelta(seconds=15),
         description="A waker that died is replaced by another (keyrotor serve, keyrotor waker) within this long.",

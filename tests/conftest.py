@@ -158,7 +158,7 @@ def served(stack_environ: dict[str, str], prefect_api: str) -> Iterator[subproce
     from keyrotor.deployments.table import NAMES
     from tests.helpers import stop_process
 
-    env = {**stack_environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1", "KEYROTOR_STALL": STALL}
+    env = {**stack_environ, "KEYROTOR_STALL": STALL}
     log = (OUTPUT / "serve.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "keyrotor", "serve"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True

@@ -19,6 +19,7 @@ from prefect.client.schemas.objects import FlowRun, State, StateDetails, StateTy
 from prefect.exceptions import NotPausedError, ObjectNotFound
 
 from keyrotor.adapters.prefect_api import WAITING, prefect_call, this_server
+from keyrotor.core.pickup import Pickup
 
 #: The message Prefect gives a run whose pause (with a timeout, as the UI's Pause sets) expired.
 EXPIRED_PAUSE = "The flow was paused and never resumed"
@@ -113,6 +114,8 @@ class RunControl(Protocol):
 
     def publish_markdown(self, key: str, markdown: str, description: str) -> None: ...
 
+    def pickup(self, deployment: str) -> Pickup: ...
+
 
 class PrefectRuns:
     """:class:`RunControl` over Prefect's client, for the server in ``PREFECT_API_URL`` (or the temporary one)."""
@@ -203,6 +206,31 @@ class PrefectRuns:
                     except ObjectNotFound:
                         continue
         return [self._deployments[name] for name in names if name in self._deployments]
+
+    def pickup(self, deployment: str) -> Pickup:
+        """Who could start the deployment's runs: its work pool's limit, runs and workers, or a runner's last poll."""
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+            WorkPoolFilter,
+            WorkPoolFilterName,
+        )
+
+        with prefect_call(f"read deployment {deployment}"), get_client(sync_client=True) as client:
+            found = client.read_deployment_by_name(deployment)
+            if not found.work_pool_name:
+                return Pickup(deployment, None, last_polled=found.last_polled)
+            pool = client.read_work_pool(found.work_pool_name)
+            workers = client.read_workers_for_work_pool(found.work_pool_name)
+            states = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING]))
+            busy = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(state=states),
+                work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[found.work_pool_name])),
+                limit=500,
+            )
+        beats = {worker.name: worker.last_heartbeat_time for worker in workers}
+        return Pickup(deployment, pool.name, pool.concurrency_limit, len(busy), beats)
 
     def publish_markdown(self, key: str, markdown: str, description: str) -> None:
         """A new version of the artifact ``key``: linked to the current flow run when there is one (the run's

@@ -152,7 +152,13 @@ def _on_server(deployment: Deployment, request: UserRequest, verb: str, to_the_e
     err.print(f"Started flow run {run.name} ({api.removesuffix('/api')}/runs/flow-run/{run.id})", highlight=False)
     runs = PrefectRuns()
     followed = follow(
-        connections, runs, user, str(run.id), to_the_end=to_the_end, progress=lambda line: err.print(f"  {line}")
+        connections,
+        runs,
+        user,
+        str(run.id),
+        deployment=deployment.full_name,
+        to_the_end=to_the_end,
+        progress=lambda line: err.print(f"  {line}"),
     )
     records = connections.records(user)
     view = read_view(records, connections.waiting, connections.account_id, user, utcnow())

@@ -18,9 +18,8 @@ from keyrotor.adapters.prefect_api import server_name
 from keyrotor.adapters.prefect_runs import RunControl, RunView
 from keyrotor.core.errors import PrefectUnavailable, error_from_state
 from keyrotor.core.model import Phase, RotationState
-
-#: How long a run may stay Scheduled before the command concludes that nothing runs it.
-PICKUP_TIMEOUT = 90.0
+from keyrotor.core.pickup import why_not_started
+from keyrotor.core.timestamps import utcnow
 
 
 class Stop(StrEnum):
@@ -47,6 +46,7 @@ def follow(
     user_name: str,
     run_id: str,
     *,
+    deployment: str,
     to_the_end: bool,
     progress: Callable[[str], None],
     poll: float = 1.0,
@@ -55,10 +55,12 @@ def follow(
 
     Raises:
         KeyrotorError: the run failed (the error it ended with, exit code and all), crashed or was cancelled.
-        PrefectUnavailable: no runner or worker started it within :data:`PICKUP_TIMEOUT` (it is cancelled).
+        PrefectUnavailable: no runner or worker started it within ``KEYROTOR_PICKUP_TIMEOUT``: the message says why
+            (nothing polls: the run is cancelled; the work pool is full: it stays queued).
     """
     records = connections.records(user_name)
     created = time.monotonic()
+    patience = connections.settings.pickup_timeout.total_seconds()
     said: set[str] = set()
 
     def say(line: str) -> None:
@@ -78,19 +80,26 @@ def follow(
                 return Followed(records.load_state(), run, Stop.ENDED)
             raise error_from_state(run.state_name, run.message or f"flow run {run.name} ended {run.state_name}")
         if run.state.value == "SCHEDULED" and run.state_name != "Resuming" and run.run_count == 0:
-            if time.monotonic() - created > PICKUP_TIMEOUT:
-                runs.cancel(run_id, "nothing picked it up")
+            if time.monotonic() - created > patience:
+                problem, queued = why_not_started(runs.pickup(deployment), utcnow())
+                if not queued:
+                    runs.cancel(run_id, "nothing picked it up")
                 raise PrefectUnavailable(
-                    f"no runner or worker started flow run {run.name} within {PICKUP_TIMEOUT:g}s on {server_name()}: "
-                    "start `keyrotor serve` (or a worker), or rotate in this process with --local"
+                    f"flow run {run.name} did not start within {patience:g}s on {server_name()}"
+                    f"{' (it stays queued)' if queued else ' (cancelled)'}: {problem}"
                 )
-            say("scheduled; waiting for a runner to start it")
+            say("scheduled; waiting for a runner or worker to start it")
         if run.state.value == "PAUSED" and not to_the_end:
             if run.parked:
                 return Followed(records.load_state(), run, Stop.PARKED)
             reason = Stop.AWAITING_APPROVAL if run.waits_for_input else Stop.PAUSED
             return Followed(records.load_state(), run, reason)
         time.sleep(poll)
+
+
+def in_grace_period(state: RotationState) -> bool:
+    """Deactivated, its deletion later (a grace period of 0s deletes at once: it is about to complete)."""
+    return state.phase is Phase.DEACTIVATED and state.delete_after is not None and state.delete_after > utcnow()
 
 
 def follow_fleet(
@@ -111,7 +120,7 @@ def follow_fleet(
             state = connections.records(user, account).load_state()
             last[(account, user)] = state
             ours = state is not None and run_id in (state.flow_run_id, state.last_flow_run_id)
-            if ours and state is not None and (state.phase.terminal or state.phase is Phase.DEACTIVATED):
+            if ours and state is not None and (state.phase.terminal or in_grace_period(state)):
                 del pending[(account, user)]
             elif not ours:
                 run = runs.read(run_id)

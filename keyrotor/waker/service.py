@@ -24,6 +24,9 @@ from keyrotor.waker.recovery import Recovery
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 FLEET_ARTIFACT = "keyrotor-fleet"
+#: The fleet's artifact reads every user's records: refreshed at most this often (a user's own artifact follows
+#: every change of that user).
+FLEET_INTERVAL = timedelta(minutes=1)
 
 
 class Waker:
@@ -50,6 +53,7 @@ class Waker:
         deployments = [deployment.full_name for deployment in PARKING]
         self.recovery = Recovery(connections, runs, deployments, self.checks.hold, self.log)
         self._last_recovery: datetime | None = None
+        self._last_fleet: datetime | None = None
         self._fleet_shown = ""
 
     @property
@@ -67,7 +71,9 @@ class Waker:
             try:
                 self.recovery.fix_ui_pauses(now, report)
                 self.recovery.restart_dead_runs(now, report)
-                self._publish_fleet(now)
+                if self._last_fleet is None or now - self._last_fleet >= FLEET_INTERVAL:
+                    self._last_fleet = now
+                    self._publish_fleet(now)
             except KeyrotorError as error:
                 self.log.warning("Recovery look skipped: %s", error)
             self.checks.forget()
@@ -130,6 +136,7 @@ def keep_waking(
     connections = connections or Connections.from_settings()
     runs = runs or PrefectRuns()
     log = logger or logging.getLogger("keyrotor.waker")
+    keep_crash_detection(log)
     waker = Waker(connections, runs, logger=log)
     lease: Lease | None = None
     interval = connections.settings.waker_interval.total_seconds()
@@ -159,6 +166,17 @@ def keep_waking(
         stop.wait(interval)
     if lease is not None:
         lease.release()
+
+
+def keep_crash_detection(log: Logger) -> None:
+    """Make sure the server marks runs whose heartbeats stopped as Crashed (best effort: the leases find dead runs
+    anyway, only later)."""
+    from keyrotor.adapters.automations import crash_silent_runs, ensure
+
+    try:
+        ensure(crash_silent_runs())
+    except KeyrotorError as error:
+        log.warning("Could not keep the automation that crashes silent runs: %s", error)
 
 
 def start_waker_thread(stop: threading.Event) -> threading.Thread:

@@ -103,7 +103,7 @@ class Runner:
         waking = [] if wake else ["--no-wake"]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "keyrotor", "serve", "--limit", str(limit), *waking],
-            env={**env, "PREFECT_RUNNER_POLL_FREQUENCY": "1", **(extra or {})},
+            env={**env, **(extra or {})},
             cwd=ROOT,
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -24,6 +24,7 @@ from keyrotor.core.errors import (
     TransientError,
 )
 from keyrotor.core.model import AccessKey, KeyStatus, LastUsed, NewCredentials
+from keyrotor.core.pickup import Pickup
 
 _ids = itertools.count(1)
 
@@ -237,3 +238,6 @@ class FakeRuns:
 
     def publish_markdown(self, key: str, markdown: str, description: str) -> None:
         self.artifacts[key] = markdown
+
+    def pickup(self, deployment: str) -> Pickup:
+        return Pickup(deployment, None)

@@ -37,3 +37,27 @@ def test_a_flow_called_detached_is_a_run_of_its_own_on_the_same_server(prefect_a
     assert inline_parent != "None"  # the same flow called plainly is a subflow: the check can tell them apart
     assert detached_api == inline_api == prefect_api  # the caller's settings came along
     assert still_in_run  # the caller's own run context is untouched
+
+
+def test_an_automation_is_kept_by_name_once_and_removed_as_keyrotor_s(prefect_api: str) -> None:
+    """The automation that crashes silent runs (made by every waker at start): made once however often it is asked
+    for, brought back to its definition when someone changed it, and removed with keyrotor's others."""
+    from datetime import timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.schemas.automations import EventTrigger
+
+    from keyrotor.adapters.automations import CRASH_SILENT_RUNS, crash_silent_runs, ensure, remove
+
+    first = ensure(crash_silent_runs())
+    assert ensure(crash_silent_runs()) == first
+    ensure(crash_silent_runs(within=timedelta(seconds=300)))
+    with get_client(sync_client=True) as client:
+        (kept,) = client.read_automations_by_name(CRASH_SILENT_RUNS)
+    trigger = kept.trigger
+    assert isinstance(trigger, EventTrigger) and str(kept.id) == first and trigger.within == timedelta(seconds=300)
+    assert "prefect.flow-run.Waiting" in trigger.expect, "a parked run sends no heartbeat and is not dead"
+    assert remove("keyrotor: crash") == [CRASH_SILENT_RUNS]
+    with get_client(sync_client=True) as client:
+        assert client.read_automations_by_name(CRASH_SILENT_RUNS) == []
+    ensure(crash_silent_runs())  # as the session's wakers keep it

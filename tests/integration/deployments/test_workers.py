@@ -24,10 +24,10 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from keyrotor.adapters.connections import Connections
 from keyrotor.core.model import Phase
-from keyrotor.deployments.table import NAMES, REMEDIATE, SWEEP
+from keyrotor.deployments.table import NAMES, REMEDIATE, ROTATE, SWEEP
 from keyrotor.stack.services import LocalStack, StackPorts, stop_stack
 from tests.conftest import OUTPUT, ROOT
-from tests.helpers import stop_process
+from tests.helpers import keyrotor_cli, stop_process
 from tests.integration.support import (
     active_keys,
     assert_rotated,
@@ -169,3 +169,31 @@ def test_a_killed_worker_loses_no_rotation_leaves_no_run_running_and_no_slot_tak
     print(
         f"killed worker: every rotation finished {recovered_after:.0f}s later; a new rotation got a slot after {slot_after:.1f}s"
     )
+
+
+def test_rotate_says_when_the_work_pool_is_full_and_leaves_its_run_queued(
+    iam: Any, connections: Connections, stack_environ: dict[str, str], deployed: dict[str, str]
+) -> None:
+    """Workers poll the pool but its slots are all taken (here: a limit of 0): `keyrotor rotate` does not say that
+    nothing runs its deployment; it says the pool is full, which limit to raise, and that its run stays queued."""
+    user = make_fleet(iam, connections, stack_environ, 1, "full")[1][0]
+    env = deployed | {"KEYROTOR_PICKUP_TIMEOUT": "5s"}
+    worker = Worker(env, "worker-c")
+    try:
+        wait_for(lambda: served_by_a_worker(env), "the worker to poll the pool")
+        prefect(env, "work-pool", "set-concurrency-limit", "keyrotor", "0")
+        full = keyrotor_cli(env, "rotate", user, "--quiet-period", "2s")
+        said = " ".join(full.stderr.split())
+        assert full.returncode == 9, said
+        assert "work pool keyrotor is full: 0 of 0 slots" in said and "stays queued" in said, said
+        assert "set-concurrency-limit keyrotor" in said and "worker-c" in said
+    finally:
+        prefect(env, "work-pool", "set-concurrency-limit", "keyrotor", str(POOL_LIMIT))
+        worker.stop()
+
+
+def served_by_a_worker(env: dict[str, str]) -> bool:
+    from keyrotor.adapters.prefect_api import served
+
+    with temporary_settings(updates={PREFECT_API_URL: env["PREFECT_API_URL"]}):
+        return served(ROTATE.full_name)

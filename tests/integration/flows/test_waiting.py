@@ -198,7 +198,8 @@ def test_pause_while_parked_holds_it_past_its_quiet_period_and_resume_finishes_i
     paused = keyrotor_cli(stack_environ, "pause", user)
     assert paused.returncode == 0, paused.stderr
     assert required(parked(connections, user)).held and paused_run(records) == run_id
-    assert not processes_of(run_id) and not required(records.lease.read_lease()).data.owner, "it holds nothing"
+    wait_for(lambda: not processes_of(run_id), "the paused run's process to exit", timeout=30)
+    assert not required(records.lease.read_lease()).data.owner, "it holds nothing"
     second = keyrotor_cli(stack_environ, "rotate", user, "--local")
     assert second.returncode == 4 and "paused" in second.stderr, "a paused rotation blocks another one"
     time.sleep(3 + 3)  # the quiet period passes, and three waker intervals: the waker must leave it alone

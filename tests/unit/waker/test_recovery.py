@@ -14,7 +14,7 @@ from keyrotor.adapters.prefect_runs import EXPIRED_PAUSE
 from keyrotor.adapters.records import LeaseRecord
 from keyrotor.core.model import LeaseData, PauseKind, Phase
 from keyrotor.waker.recovery import MAX_REVIVALS, SETTLING
-from keyrotor.waker.service import FLEET_ARTIFACT, waker_lease
+from keyrotor.waker.service import FLEET_ARTIFACT, FLEET_INTERVAL, waker_lease
 from tests.unit.factories import state
 from tests.unit.waker.conftest import ACCOUNT, World
 
@@ -98,7 +98,7 @@ def test_the_fleet_artifact_is_published_when_the_fleet_changes(world: World) ->
     first = world.runs.artifacts[FLEET_ARTIFACT]
     assert "alice" in first and "waiting" in first
     world.runs.artifacts.clear()
-    world.tick(world.waker.recovery_interval.total_seconds())
+    world.tick(FLEET_INTERVAL.total_seconds())
     world.waker.sweep()
     assert FLEET_ARTIFACT not in world.runs.artifacts, "nothing changed: not published again"
 
