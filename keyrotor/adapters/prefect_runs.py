@@ -224,13 +224,12 @@ class PrefectRuns:
             pool = client.read_work_pool(found.work_pool_name)
             workers = client.read_workers_for_work_pool(found.work_pool_name)
             states = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING]))
-            busy = client.read_flow_runs(
+            busy = client.count_flow_runs(
                 flow_run_filter=FlowRunFilter(state=states),
                 work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[found.work_pool_name])),
-                limit=500,
             )
         beats = {worker.name: worker.last_heartbeat_time for worker in workers}
-        return Pickup(deployment, pool.name, pool.concurrency_limit, len(busy), beats)
+        return Pickup(deployment, pool.name, pool.concurrency_limit, busy, beats)
 
     def publish_markdown(self, key: str, markdown: str, description: str) -> None:
         """A new version of the artifact ``key``: linked to the current flow run when there is one (the run's
