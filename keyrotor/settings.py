@@ -84,6 +84,11 @@ class Settings(BaseSettings):
         default=True,
         description="Runs from a deployment suspend while they wait (holding no process) instead of polling.",
     )
+    park_after: Duration = Field(
+        default=timedelta(minutes=1),
+        description="A run parks only when its wait cannot end sooner than this; a shorter wait is waited in its "
+        "process (waking a parked run starts a new process, seconds of CPU).",
+    )
     serve_limit: int = Field(
         default=4, ge=1, le=256, description="Most flow runs `keyrotor serve` runs at once (waiting runs hold none)."
     )

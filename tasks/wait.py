@@ -8,7 +8,8 @@ due, and resumes the run only once it can move on (quiet, or at the deadline); t
 the top, finds every step done, looks once more and goes on.
 
 A run that Prefect cannot suspend (started in process by ``keyrotor rotate`` without a served deployment) waits
-in its process, polling.
+in its process, polling; so does a run whose wait can end within ``KEYROTOR_PARK_AFTER`` (1m): waking a parked
+run starts a new process, which a wait of seconds does not repay.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def wait_until_quiet(ctx: RotationContext, state: RotationState, watch: Watch, c
             if continued:
                 clear_wait(ctx)
             return Waited(state, evidence=check)
-        if can_park(ctx):
+        if can_park(ctx) and check.decision.worth_parking(utcnow(), ctx.settings.park_after):
             return Waited(state, parked=park(ctx, state, watch, check))
         assert check.decision.next_check_at is not None
         _sleep_watching_for_pause(ctx, state, check.decision.next_check_at)

@@ -59,10 +59,19 @@ class QuietCheck:
     outcome: Quiet
     quiet_since: datetime
     next_check_at: datetime | None
+    #: While waiting: the soonest the wait can end (the key quiet for the quiet period if unused until then, or the
+    #: deadline, whichever comes first).
+    ends_by: datetime | None = None
 
     def in_use_since(self, since: datetime) -> bool:
         """Whether the key was used after ``since`` (the publish), as opposed to simply not quiet long enough yet."""
         return self.quiet_since > since
+
+    def worth_parking(self, now: datetime, shortest: timedelta) -> bool:
+        """Whether a run should park rather than wait in its process: only when the wait cannot end within
+        ``shortest``. Waking a parked run starts a new process (seconds of CPU), which a wait of seconds does
+        not repay."""
+        return self.ends_by is not None and self.ends_by - now >= shortest
 
 
 def check_quiet(
@@ -86,7 +95,8 @@ def check_quiet(
         return QuietCheck(Quiet.QUIET, quiet_since, None)
     if now >= deadline:
         return QuietCheck(Quiet.DEADLINE, quiet_since, None)
-    return QuietCheck(Quiet.WAIT, quiet_since, min(now + poll_interval, quiet_at, deadline))
+    ends_by = min(quiet_at, deadline)
+    return QuietCheck(Quiet.WAIT, quiet_since, min(now + poll_interval, ends_by), ends_by)
 
 
 class LeaseVerdict(StrEnum):

@@ -49,7 +49,10 @@ def secrets_ever_published(connections: Connections) -> list[str]:
 
 def where_secrets_are(stack: LocalStack, secrets: list[str], scratch: Path) -> list[str]:
     """The files holding any of ``secrets``: in the session's output folder, the Prefect server's PostgreSQL files
-    as stored, and (since PostgreSQL compresses large values) a plain dump of its database."""
+    as stored, and (since PostgreSQL compresses large values) a plain dump of its database. On the SQLite
+    fallback (PostgreSQL could not run), the database is a file inside the output folder."""
+    if "postgres" not in stack.services:
+        return files_containing([OUTPUT], secrets)
     data = stack.services["postgres"].data  # inside OUTPUT, or where nobody could reach it (root, private folder)
     assert data is not None and (data / "PG_VERSION").is_file()
     dump = scratch / "prefect-database.sql"

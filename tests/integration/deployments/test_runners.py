@@ -92,7 +92,7 @@ def test_a_ui_pause_whose_timeout_passed_can_still_be_resumed(
     )  # stays Running
     waker: subprocess.Popen[str] | None = None
     try:
-        run_id = start_rotation(own_server, user, quiet_period="3s")
+        run_id = start_rotation(own_server, user, quiet_period="5s")
         wait_for(lambda: (s := records.load_state()) is not None and s.phase is Phase.VERIFIED, "the busy run")
         with temporary_settings(updates={PREFECT_API_URL: own_server["PREFECT_API_URL"]}):
             PrefectRuns().suspend(run_id, timedelta(seconds=3))  # what the UI's Pause sends, with a short timeout
@@ -198,7 +198,7 @@ def test_iam_vault_and_prefect_down_together_and_the_rotation_finishes_without_a
         stall = {"KEYROTOR_STALL": "saved-created:3"} if when == "during-a-step" else {}
         runner = Runner(env, f"runner-outage-{when}", extra=stall)
         try:
-            run_id = start_rotation(env, user, quiet_period="4s")
+            run_id = start_rotation(env, user, quiet_period="5s")
             if when == "during-the-wait":
                 wait_for(lambda: connections.waiting.read(connections.account_id, user), "the rotation to park")
             else:  # stalled right after recording the new key: the outage starts before it is verified

@@ -90,7 +90,7 @@ def test_the_artifact_status_and_fleet_status_say_the_same_after_every_change(
     app.start()
     try:
         # Looks every 3 s: each look changes the record (and the artifact), and the three are read one after another.
-        schedule_rotation(user, quiet_period="4s", poll_interval="3s", max_wait="120s")
+        schedule_rotation(user, quiet_period="5s", poll_interval="3s", max_wait="120s")
         parked = agree(connections, stack_environ, user, "holds no process")  # parked by its run
         assert parked[0] == "waiting" and "next check at" in parked[2]
         first_look = required(connections.waiting.read(connections.account_id, user)).next_check_at

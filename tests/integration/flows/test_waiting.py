@@ -193,7 +193,7 @@ def test_pause_while_parked_holds_it_past_its_quiet_period_and_resume_finishes_i
     user = user_factory("park-pause")
     old = active_keys(iam, user)[0]
     records = connections.records(user)
-    run_id = schedule_rotation(user, quiet_period="3s", poll_interval="1s")
+    run_id = schedule_rotation(user, quiet_period="5s", poll_interval="1s")
     wait_for(lambda: parked(connections, user) and run_state(run_id).name == WAITING, "the rotation to park")
     paused = keyrotor_cli(stack_environ, "pause", user)
     assert paused.returncode == 0, paused.stderr

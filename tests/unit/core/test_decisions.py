@@ -199,6 +199,33 @@ def test_a_deletion_is_due_for_a_deactivated_old_key_or_a_rolled_back_new_key(re
     assert deletion_due(record, T0 + timedelta(seconds=1)) is due
 
 
+@pytest.mark.parametrize(
+    ("used_after_publish", "now_after_publish", "parks"),
+    [
+        (None, 0, True),  # a whole quiet period (60 s) ahead: worth a process start when woken
+        (None, 31, False),  # quiet in 29 s at the soonest: waited in the process
+        (-30, 30, True),  # used before the publish: the clock starts at the publish, quiet in 30 s
+        (40, 50, True),  # used after the publish: quiet in 50 s at the soonest
+        (540, 575, False),  # the deadline in 25 s ends the wait sooner than the quiet period
+    ],
+)
+def test_a_run_parks_only_when_its_wait_cannot_end_soon(
+    used_after_publish: float | None, now_after_publish: float, parks: bool
+) -> None:
+    used_at = None if used_after_publish is None else PUBLISHED + timedelta(seconds=used_after_publish)
+    now = PUBLISHED + timedelta(seconds=now_after_publish)
+    check = check_quiet(
+        since=PUBLISHED,
+        last_used=LastUsed("K1", used_at),
+        quiet_period=QUIET,
+        poll_interval=POLL,
+        deadline=DEADLINE,
+        now=now,
+    )
+    assert check.outcome is Quiet.WAIT
+    assert check.worth_parking(now, timedelta(seconds=30)) is parks
+
+
 def test_a_look_tells_a_key_used_after_the_publish_from_one_not_quiet_long_enough() -> None:
     before = check_quiet(
         since=PUBLISHED,
