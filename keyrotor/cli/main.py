@@ -21,6 +21,7 @@ os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "7")
 
 
 app = typer.Typer(
+    rich_markup_mode="markdown",  # paragraphs of a docstring are re-wrapped, `code` is shown as code
     name="keyrotor",
     help=(
         "Rotate AWS IAM access keys without breaking the applications that use them.\n\n"

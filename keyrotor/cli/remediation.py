@@ -28,7 +28,9 @@ from keyrotor.core.model import Phase
 def remediate(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")] = False,
     max_concurrency: Annotated[int, typer.Option(min=1, max=64, help="Most users remedied at once.")] = 4,
-    user: Annotated[list[str] | None, typer.Option("--user", help="Only these users (globs; repeatable).")] = None,
+    user: Annotated[
+        list[str] | None, typer.Option("--user", metavar="GLOB", help="Only these users (globs; repeatable).")
+    ] = None,
     quiet_period: Annotated[str | None, typer.Option(help=QUIET)] = None,
     poll_interval: Annotated[str | None, typer.Option(help=POLL)] = None,
     max_wait: Annotated[str | None, typer.Option(help=MAX_WAIT)] = None,
@@ -188,7 +190,9 @@ def _print_plan(plans: list[Any], exempt: list[str]) -> None:
 
 
 def fleet_status(
-    user: Annotated[list[str] | None, typer.Option("--user", help="Only these users (globs; repeatable).")] = None,
+    user: Annotated[
+        list[str] | None, typer.Option("--user", metavar="GLOB", help="Only these users (globs; repeatable).")
+    ] = None,
     show_all: Annotated[bool, typer.Option("--all", help="Also list rotations that ended well.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
 ) -> None:

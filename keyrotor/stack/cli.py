@@ -20,6 +20,7 @@ from keyrotor.stack.services import (
 )
 
 stack_app = typer.Typer(
+    rich_markup_mode="markdown",  # paragraphs of a docstring are re-wrapped, `code` is shown as code
     name="stack",
     help=(
         "Run a local stack for keyrotor on loopback ports: moto as AWS IAM/STS (refusing inactive, "
