@@ -59,7 +59,8 @@ DELETE = Deployment(
 ROLLBACK = Deployment(
     "rollback-rotation",
     "keyrotor.flows.rollback:rollback_rotation",
-    "Return a user to the old key: reactivate it, restore the previous secret in Vault, deactivate the new key.",
+    "Return a user to the old key, refusing no call: reactivate it and restore its secret in Vault at once; "
+    "deactivate the new key once it has gone unused for the quiet period (now: at once).",
 )
 SWEEP = Deployment(
     "finish-due-deletions",
