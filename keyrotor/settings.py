@@ -6,16 +6,26 @@ which boto3 reads itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from keyrotor.core.durations import Duration
 from keyrotor.core.timings import Timings
 from keyrotor.deployments.table import DELETE
+
+
+def _comma_separated(value: str | Sequence[str]) -> tuple[str, ...]:
+    """``us-east-1,eu-west-1`` from the environment, or a list."""
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(item.strip() for item in items if item.strip())
+
+
+Regions = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_separated)]
 
 
 class Settings(BaseSettings):
@@ -131,6 +141,11 @@ class Settings(BaseSettings):
     accept_unsafe_quiet_period: bool = Field(
         default=False,
         description="Allow a quiet period of 0s, or (on real AWS) shorter than AWS's last-used latency of 4h.",
+    )
+    trail_regions: Regions = Field(
+        default=("us-east-1",),
+        description="Regions whose CloudTrail is read for a key's consumers, besides the region it was last used in "
+        "(comma-separated); AWS records IAM and global STS calls in us-east-1.",
     )
     rotation_cooldown: Duration = Field(
         default=timedelta(days=1),

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from keyrotor.adapters.cloudtrail import TrailGateway
 from keyrotor.adapters.iam import IamGateway
 from keyrotor.adapters.records import RotationRecords, WaitingIndex
 from keyrotor.core.model import RotationState
@@ -34,6 +35,7 @@ class RotationContext:
     actor: str
     flow_run_id: str | None = None
     lease: LeaseGuard | None = None
+    trail: TrailGateway | None = None  # who used a key (CloudTrail), for what a stuck rotation tells a person
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)  # every wait and retry sleeps here
     on_saved: Callable[[RotationContext, RotationState], None] | None = field(default=None, repr=False)
 

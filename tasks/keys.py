@@ -8,6 +8,7 @@ from typing import NoReturn
 from prefect import get_run_logger
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from keyrotor.control.consumers import rotation_consumers
 from keyrotor.core.decisions import orphan_keys, slots_to_free
 from keyrotor.core.errors import (
     AwsError,
@@ -198,13 +199,21 @@ def delete_deactivated_key(ctx: RotationContext, state: RotationState) -> Rotati
     return ctx.save(replace(state, phase=Phase.COMPLETED, completed_at=now))
 
 
+def who_still_uses(ctx: RotationContext, state: RotationState, last_used: LastUsed) -> str:
+    """What CloudTrail saw use the old key since the publish, and which of those also use the new key."""
+    found = None if ctx.trail is None else rotation_consumers(ctx.trail, ctx.settings.trail_regions, state, last_used)
+    if found is None:
+        return "CloudTrail was not read"
+    return found.old.unavailable or f"In CloudTrail since the publish: {found.moving.describe()}"
+
+
 @step("stop-waiting")
 def stop_waiting(ctx: RotationContext, state: RotationState, last_used: LastUsed) -> NoReturn:
     """At the deadline, with the old key still in use: record the evidence, leave both keys active, stop."""
     message = (
         f"old key {state.old_key_id} was still in use at the deadline {state.wait_deadline}: "
-        f"{last_used.describe()}. Both keys stay active. Find the application still using it, then run "
-        f"`keyrotor rotate {ctx.user_name}` again to keep waiting (or roll back)."
+        f"{last_used.describe()}. {who_still_uses(ctx, state, last_used)}. Both keys stay active. Find the "
+        f"application still using it, then run `keyrotor rotate {ctx.user_name}` again to keep waiting (or roll back)."
     )
     ctx.save(replace(state, halted=message, last_used=last_used))
     raise StillInUse(message)

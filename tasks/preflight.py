@@ -52,6 +52,7 @@ def preflight(request: UserRequest, settings: Settings, purpose: str = "rotate")
         settings=settings,
         actor=actor,
         flow_run_id=run_id,
+        trail=connections.trail,
     )
 
 

@@ -13,6 +13,7 @@ from functools import cached_property
 import boto3
 
 from keyrotor.adapters.accounts import RoleToAssume, assumed_session
+from keyrotor.adapters.cloudtrail import Boto3Trail, TrailGateway
 from keyrotor.adapters.iam import Boto3Iam, IamGateway
 from keyrotor.adapters.records import RotationRecords, UserPaths, WaitingIndex
 from keyrotor.adapters.vault import KVStore, VaultKV, make_client
@@ -86,6 +87,11 @@ class Connections:
         """The accounts keyrotor has rotation records for in Vault (its state folders)."""
         root = self.settings.state_path.split("{account_id}")[0].rstrip("/")
         return sorted(name.rstrip("/") for name in self.kv.list(root) if ACCOUNT.fullmatch(name.rstrip("/")))
+
+    @cached_property
+    def trail(self) -> TrailGateway:
+        """CloudTrail's record of who used a key, in this account."""
+        return Boto3Trail(self.session or boto3.Session(), self.account_id, self.settings.aws_max_attempts)
 
     @cached_property
     def waiting(self) -> WaitingIndex:

@@ -105,6 +105,7 @@ def waker() -> None:
 # The commands, in the order `keyrotor --help` lists them. `keyrotor audit` imports nothing heavy (no Prefect).
 app.command()(rotation.rotate)
 app.command()(rotation.status)
+app.command()(rotation.consumers)
 app.command()(rotation.pause)
 app.command()(rotation.resume)
 app.command()(rotation.rollback)

@@ -8,6 +8,7 @@ rotation's record, or the error it was refused with, by type.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -32,6 +33,7 @@ from keyrotor.cli.common import (
     settings_api_url,
     start_prefect,
 )
+from keyrotor.core.consumers import BLIND_SPOTS
 from keyrotor.core.errors import KeyrotorError
 from keyrotor.core.model import Phase
 
@@ -41,6 +43,9 @@ if TYPE_CHECKING:
     from keyrotor.core.model import RotationState
     from keyrotor.core.outlook import Outlook
     from keyrotor.deployments.table import Deployment
+
+#: How far back CloudTrail's LookupEvents can see.
+CLOUDTRAIL_KEEPS = timedelta(days=90)
 
 
 def rotate(
@@ -354,7 +359,77 @@ def status(
     lease = report.view.lease
     if report.view.run_alive and lease is not None and lease.expires_at is not None:
         out.print(f"held by {lease.holder} until {lease.expires_at.isoformat()}")
+    if report.consumers is not None:
+        out.print(f"consumers since the publish (CloudTrail): {report.consumers.describe()}", highlight=False)
     _print_outlook(report.view.outlook)
+
+
+def consumers(
+    user: Annotated[str, typer.Argument(help="The IAM user whose keys to look up.")],
+    key: Annotated[str | None, typer.Option("--key", metavar="AKIA...", help="Only this key of USER.")] = None,
+    since: Annotated[
+        str, typer.Option("--since", metavar="DURATION", help="How far back to look: 1h, 7d... (at most 90d).")
+    ] = "7d",
+    account: AccountOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False,
+) -> None:
+    """Show who uses USER's access keys, from CloudTrail: each source address and program (user agent), the calls
+    it made, first and last seen, how many.
+
+    Read-only. Use it before a first rotation to find the applications that read a key from their own
+    configuration (move them to Vault first), and when a rotation stopped because its old key is still in use.
+    CloudTrail's LookupEvents (permission cloudtrail:LookupEvents, statement WhoUsesAKey of
+    policies/iam-policy.json) is read in the key's last-used region and in KEYROTOR_TRAIL_REGIONS (us-east-1,
+    where AWS records IAM and global STS calls). It shows management events only (no S3 object reads or other data
+    events), of the last 90 days, minutes after they happen.
+    """
+    from keyrotor.adapters.cloudtrail import MOST_EVENTS
+    from keyrotor.control.consumers import user_consumers
+    from keyrotor.core.durations import format_duration, parse_duration
+    from keyrotor.core.errors import ConfigurationError
+    from keyrotor.core.inputs import check_key_id, check_user_name
+
+    try:
+        check_user_name(user)
+        if key is not None:
+            check_key_id(key)
+        try:
+            window = parse_duration(since)
+        except ValueError as error:
+            raise ConfigurationError(f"--since: {error}") from None
+        if not timedelta(0) < window <= CLOUDTRAIL_KEEPS:
+            raise ConfigurationError(f"--since: {since!r} is not between 1s and 90d (what CloudTrail keeps)")
+        report = user_consumers(connections_for(account, f"consumers-{user}"), user, window, key)
+    except KeyrotorError as error:
+        fail(error, as_json)
+        return
+    if as_json:
+        print(json.dumps(report.to_json(), default=str))
+        return
+    out.print(f"[bold]{report.user}[/] in account {report.account_id}: consumers since {report.since.isoformat()}")
+    for use in report.keys:
+        used = use.last_used.describe()
+        where = ", ".join(use.consumers.regions) or "no region"
+        newest = f" (its newest {MOST_EVENTS} events per region only)" if use.consumers.truncated else ""
+        out.print(f"{use.key.key_id} ({use.key.status.value}; {used}); CloudTrail in {where}{newest}:", highlight=False)
+        if use.consumers.unavailable:
+            err.print(f"  [yellow]{use.consumers.unavailable}[/]", highlight=False)
+            continue
+        if not use.consumers.consumers:
+            out.print("  no call seen")
+            continue
+        table = Table("source address", "program (user agent)", "calls", "first seen", "last seen", "count")
+        for consumer in use.consumers.consumers:
+            table.add_row(
+                consumer.source_ip,
+                consumer.user_agent,
+                ", ".join(consumer.calls),
+                consumer.first_seen.isoformat(timespec="seconds"),
+                consumer.last_seen.isoformat(timespec="seconds"),
+                str(consumer.count),
+            )
+        out.print(table)
+    out.print(f"[dim]Not seen: {BLIND_SPOTS} (within {format_duration(window)}).[/]")
 
 
 def _print_report(

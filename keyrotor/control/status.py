@@ -7,8 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from keyrotor.adapters.connections import Connections
+from keyrotor.control.consumers import RotationConsumers, rotation_consumers
 from keyrotor.control.view import RotationView, read_view
-from keyrotor.core.model import AccessKey, LastUsed, to_record
+from keyrotor.core.model import AccessKey, LastUsed, Phase, to_record
 from keyrotor.core.timestamps import utcnow
 
 
@@ -44,6 +45,7 @@ class UserStatus:
     keys: list[KeyStatusLine]
     view: RotationView
     checked_at: datetime
+    consumers: RotationConsumers | None = None  # while both keys are active after the publish: who moved
 
     def to_json(self) -> dict[str, Any]:
         state, wait = self.view.state, self.view.wait
@@ -58,6 +60,7 @@ class UserStatus:
             "lease": self._lease(),
             "outlook": self.view.outlook.to_json(),
             "waiting": to_record(wait) if wait is not None else None,
+            "consumers": self.consumers.to_json() if self.consumers else None,
             "checked_at": self.checked_at.isoformat(),
         }
 
@@ -87,7 +90,14 @@ def user_status(connections: Connections, user_name: str) -> UserStatus:
         )
         for key in connections.iam.list_keys(user_name)
     ]
+    both_active = state is not None and state.phase in (Phase.PUBLISHED, Phase.REJECTED)
+    consumers = (
+        rotation_consumers(connections.trail, connections.settings.trail_regions, state)
+        if state is not None and both_active
+        else None
+    )
     return UserStatus(
+        consumers=consumers,
         user=user_name,
         account_id=connections.account_id,
         secret_path=f"{connections.kv.mount}/{records.paths.secret}",

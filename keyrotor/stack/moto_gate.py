@@ -129,11 +129,17 @@ def find_access_key(key_id: str) -> AccessKey | None:
     Returns:
         moto's key object, or None when no such key exists (never created, or deleted).
     """
-    for account in list(iam_backends.values()):
+    found = locate_access_key(key_id)
+    return None if found is None else found[1]
+
+
+def locate_access_key(key_id: str) -> tuple[str, AccessKey] | None:
+    """Like :func:`find_access_key`, with the id of the account the key belongs to."""
+    for account_id, account in list(iam_backends.items()):
         for partition in PARTITION_NAMES:
             key = account[partition].access_keys.get(key_id)
             if key is not None:
-                return key
+                return account_id, key
     return None
 
 
@@ -170,7 +176,7 @@ def _strip_query_param(raw_uri: str, name: str) -> str:
     return f"{path}?{'&'.join(kept)}" if kept else path
 
 
-def _rewind_body(environ: dict[str, Any], request: Request) -> bytes:
+def rewind_body(environ: dict[str, Any], request: Request) -> bytes:
     """Read the body and put a re-readable copy back into ``environ``, so that moto still reads all of it."""
     body = request.get_data()
     environ["wsgi.input"] = io.BytesIO(body)
@@ -192,7 +198,7 @@ def refusal(environ: dict[str, Any], request: Request, sig: SigV4) -> AuthError 
     key = find_access_key(sig.key_id)
     if key is None or key.status != "Active":
         return InvalidClientTokenIdError()
-    _rewind_body(environ, request)
+    rewind_body(environ, request)
     raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI") or request.full_path.rstrip("?")
     wanted = expected_signature(sig, key.secret_access_key, request, raw_uri)
     if not hmac.compare_digest(wanted, sig.signature):
@@ -240,7 +246,7 @@ class _AssumeRoleRefused(InvalidClientTokenIdError):
 
 def _assumes_into_refused_account(environ: dict[str, Any], request: Request) -> bool:
     """Whether the request is an AssumeRole into one of :data:`REFUSED_ACCOUNTS` (its body is left re-readable)."""
-    fields = parse_qs(_rewind_body(environ, request).decode(errors="replace"))
+    fields = parse_qs(rewind_body(environ, request).decode(errors="replace"))
     if fields.get("Action", [""])[0] != "AssumeRole":
         return False
     role = fields.get("RoleArn", [""])[0]

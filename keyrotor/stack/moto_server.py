@@ -1,9 +1,11 @@
 """moto's IAM and STS over HTTP, refusing the credentials real AWS refuses: the stack's AWS.
 
-The server is moto's own WSGI application with three layers around and inside it, each in a module of its own:
+The server is moto's own WSGI application with four layers around and inside it, each in a module of its own:
 
 * :mod:`keyrotor.stack.moto_gate` refuses requests signed with unknown, deleted, Inactive or wrongly-signed IAM
   user keys before moto sees them (moto accepts any key and records its use), and AssumeRole into refused accounts;
+* :mod:`keyrotor.stack.moto_trail` records every call made with an IAM user key and answers CloudTrail's
+  ``LookupEvents`` from that record (moto has no CloudTrail lookups);
 * :mod:`keyrotor.stack.moto_controls` answers local-only controls under ``/_keyrotor/`` (back-dating keys, seeding
   users in bulk, refusing AssumeRole), which AWS's API cannot express;
 * :mod:`keyrotor.stack.moto_patches` makes two IAM answers closer to AWS's and moto's dispatching cheaper.
@@ -27,6 +29,7 @@ from keyrotor.stack.moto_gate import (
     KeyStatusGate,
 )
 from keyrotor.stack.moto_patches import CachingDispatcher, patch_iam_responses
+from keyrotor.stack.moto_trail import KeyTrail
 
 
 def create_app() -> LocalControls:
@@ -36,7 +39,7 @@ def create_app() -> LocalControls:
         A WSGI application serving all of moto's services, IAM and STS gated.
     """
     patch_iam_responses()
-    return LocalControls(KeyStatusGate(CachingDispatcher(create_backend_app)))
+    return LocalControls(KeyTrail(KeyStatusGate(CachingDispatcher(create_backend_app))))
 
 
 def create_server(host: str = "127.0.0.1", port: int = 0) -> BaseWSGIServer:

@@ -30,7 +30,15 @@ class AppStats:
 class SimulatedApp(threading.Thread):
     """A background thread standing in for an application that reads its AWS key from Vault."""
 
-    def __init__(self, name: str, records: RotationRecords, *, refresh: float, interval: float = 0.2) -> None:
+    def __init__(
+        self,
+        name: str,
+        records: RotationRecords,
+        *,
+        refresh: float,
+        interval: float = 0.2,
+        user_agent: str | None = None,
+    ) -> None:
         super().__init__(name=f"app-{name}", daemon=True)
         self.app_name = name
         self._records = records
@@ -38,7 +46,8 @@ class SimulatedApp(threading.Thread):
         self.interval = interval
         self.stats = AppStats()
         self._stop_event = threading.Event()
-        self._config = Config(retries={"mode": "standard", "max_attempts": 1})
+        # user_agent: what CloudTrail records as the program (keyrotor consumers shows it); None: boto3's own
+        self._config = Config(retries={"mode": "standard", "max_attempts": 1}, user_agent=user_agent)
 
     def _load(self) -> tuple[str, object] | None:
         credentials = self._records.published_credentials()

@@ -15,6 +15,7 @@ from tests.conftest import ROOT
 ACCOUNT, OTHER_ACCOUNT, BOT = "111122223333", "444455556666", "keyrotor"
 WRITES = ("iam:CreateAccessKey", "iam:UpdateAccessKey", "iam:DeleteAccessKey")
 READS = ("iam:GetUser", "iam:ListUserTags", "iam:ListAccessKeys", "iam:GetAccessKeyLastUsed")
+TRAIL = ("cloudtrail:LookupEvents",)  # who used a key: LookupEvents has no resource-level permissions
 AUDIT = ("iam:GenerateCredentialReport", "iam:GetCredentialReport", "iam:GetAccountAuthorizationDetails")
 
 
@@ -118,7 +119,7 @@ def test_the_audit_policy_only_reads() -> None:
 
 def test_the_policies_name_exactly_the_actions_keyrotor_calls() -> None:
     rotation = {a for s in load("iam-policy.json")["Statement"] for a in _listed(s["Action"])}
-    assert rotation == {*WRITES, *READS}
+    assert rotation == {*WRITES, *READS, *TRAIL}
 
 
 def test_the_management_policy_lists_accounts_and_enters_them_through_keyrotor_s_role_only() -> None:

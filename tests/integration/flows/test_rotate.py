@@ -14,8 +14,8 @@ import pytest
 from keyrotor.adapters.connections import Connections
 from keyrotor.core.model import Phase
 from keyrotor.stack.simulated_apps import SimulatedApp
-from tests.helpers import keyrotor_cli, keyrotor_popen
-from tests.integration.support import active_keys, all_keys, assert_rotated, required, state_history
+from tests.helpers import keyrotor_cli, keyrotor_popen, stop_process
+from tests.integration.support import active_keys, all_keys, assert_rotated, required, state_history, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -73,17 +73,67 @@ def test_slow_application_keeps_the_old_key_active_until_it_switched(
     assert stats.errors == []
 
 
+def test_status_shows_each_application_moving_to_the_new_key(
+    iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
+) -> None:
+    """Two applications read Vault, one re-reads it sooner: while the rotation waits, status names both (from
+    CloudTrail) and says which have moved to the new key, until both have."""
+    user = user_factory("moving")
+    old = active_keys(iam, user)[0]
+    apps = {
+        agent: SimulatedApp(user, connections.records(user), refresh=refresh, interval=0.3, user_agent=agent)
+        for agent, refresh in (("orders-api/1.0", 2), ("nightly-report/7.1", 15))
+    }
+    for app in apps.values():
+        app.start()
+    rotation = keyrotor_popen(stack_environ, "rotate", user, "--local", "--quiet-period", "10s")
+    try:
+
+        def consumers() -> dict[str, Any] | None:
+            said = json.loads(keyrotor_cli(stack_environ, "status", user, "--json").stdout)["consumers"]
+            return said if said and said["moved"] else None
+
+        first = wait_for(consumers, "a first application to move", timeout=60)
+        assert [c["user_agent"].split()[0] for c in first["moved"]] == ["orders-api/1.0"], first
+        assert [c["user_agent"].split()[0] for c in first["still_on_old"]] == ["nightly-report/7.1"], first
+        assert first["said"].startswith("1 of 2 moved to the new key; still on the old key only: 127.0.0.1 nightly")
+        both = wait_for(lambda: (c := consumers()) and len(c["moved"]) == 2 and c, "both to move", timeout=60)
+        assert both["still_on_old"] == [] and both["said"] == "2 of 2 moved to the new key"
+        assert rotation.wait(timeout=120) == 0
+    finally:
+        stop_process(rotation)
+        stats = [app.stop() for app in apps.values()]
+    assert_rotated(iam, connections, user, old)
+    assert all(s.errors == [] for s in stats)
+
+
 def test_at_max_wait_both_keys_stay_active_and_the_evidence_is_shown(
     iam: Any, connections: Connections, user_factory: Callable[..., str], stack_environ: dict[str, str]
 ) -> None:
+    """An application that never follows Vault (it read its key once, as one with the key in its own configuration
+    does): the rotation stops at the deadline, and what it says names that application, from CloudTrail, in the
+    exit message, in status and in fleet-status's needs-a-person entry."""
     user = user_factory("stuck")
     old = active_keys(iam, user)[0]
-    app = SimulatedApp(user, connections.records(user), refresh=10_000, interval=0.3)  # never re-reads Vault
+    legacy = "legacy-billing/4.2"
+    app = SimulatedApp(user, connections.records(user), refresh=10_000, interval=0.3, user_agent=legacy)
     app.start()
-    result = keyrotor_cli(stack_environ, "rotate", user, "--local", "--quiet-period", "2s", "--max-wait", "5s")
-    stats = app.stop()
-    assert result.returncode == 6, result.stderr
-    assert "still in use" in result.stderr and "sts" in result.stderr and old in result.stderr
+    try:
+        result = keyrotor_cli(stack_environ, "rotate", user, "--local", "--quiet-period", "2s", "--max-wait", "5s")
+        assert result.returncode == 6, result.stderr
+        said = " ".join(result.stderr.split())
+        assert "still in use" in said and "sts" in said and old in said
+        assert f"0 of 1 moved to the new key; still on the old key only: 127.0.0.1 {legacy}" in said, said
+        status = json.loads(keyrotor_cli(stack_environ, "status", user, "--json").stdout)
+        (still,) = status["consumers"]["still_on_old"]
+        assert (still["source_ip"], still["user_agent"].split()[0]) == ("127.0.0.1", legacy)  # botocore adds its own
+        assert still["calls"] == ["sts:GetCallerIdentity"]
+        assert status["consumers"]["moved"] == [] and status["consumers"]["new"]["consumers"] == []
+        fleet = json.loads(keyrotor_cli(stack_environ, "fleet-status", "--json", "--user", user).stdout)
+        (entry,) = fleet["rotations"]
+        assert fleet["summary"]["needs_person"] == [user] and legacy in json.dumps(entry), entry
+    finally:
+        stats = app.stop()
     keys = all_keys(iam, user)
     assert len(keys) == 2 and set(keys.values()) == {"Active"}
     state = required(connections.records(user).load_state())
