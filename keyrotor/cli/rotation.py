@@ -408,7 +408,7 @@ def consumers(
         return
     out.print(f"[bold]{report.user}[/] in account {report.account_id}: consumers since {report.since.isoformat()}")
     for use in report.keys:
-        used = use.last_used.describe()
+        used = use.last_used.describe().removeprefix(f"{use.key.key_id} ")
         where = ", ".join(use.consumers.regions) or "no region"
         newest = f" (its newest {MOST_EVENTS} events per region only)" if use.consumers.truncated else ""
         out.print(f"{use.key.key_id} ({use.key.status.value}; {used}); CloudTrail in {where}{newest}:", highlight=False)
@@ -418,14 +418,14 @@ def consumers(
         if not use.consumers.consumers:
             out.print("  no call seen")
             continue
-        table = Table("source address", "program (user agent)", "calls", "first seen", "last seen", "count")
-        for consumer in use.consumers.consumers:
+        table = Table("address", "program", "calls", "first seen", "last seen", "count")
+        for consumer in use.consumers.consumers:  # --json has the whole user agent
             table.add_row(
                 consumer.source_ip,
-                consumer.user_agent,
+                consumer.program,
                 ", ".join(consumer.calls),
-                consumer.first_seen.isoformat(timespec="seconds"),
-                consumer.last_seen.isoformat(timespec="seconds"),
+                f"{consumer.first_seen:%Y-%m-%d %H:%M:%S}",
+                f"{consumer.last_seen:%Y-%m-%d %H:%M:%S}",
                 str(consumer.count),
             )
         out.print(table)

@@ -129,6 +129,9 @@ def test_at_max_wait_both_keys_stay_active_and_the_evidence_is_shown(
         assert (still["source_ip"], still["user_agent"].split()[0]) == ("127.0.0.1", legacy)  # botocore adds its own
         assert still["calls"] == ["sts:GetCallerIdentity"]
         assert status["consumers"]["moved"] == [] and status["consumers"]["new"]["consumers"] == []
+        listed = json.loads(keyrotor_cli(stack_environ, "consumers", user, "--key", old, "--json").stdout)
+        (use,) = listed["keys"]
+        assert use["key_id"] == old and [c["user_agent"].split()[0] for c in use["consumers"]] == [legacy], use
         fleet = json.loads(keyrotor_cli(stack_environ, "fleet-status", "--json", "--user", user).stdout)
         (entry,) = fleet["rotations"]
         assert fleet["summary"]["needs_person"] == [user] and legacy in json.dumps(entry), entry
