@@ -20,6 +20,7 @@ from prefect.input import RunInput
 from prefect.runtime import deployment
 from pydantic import Field
 
+from keyrotor.control.consumers import rotation_consumers
 from keyrotor.core.durations import format_duration
 from keyrotor.core.model import Answer, Approval, LastUsed, PauseKind, Phase, RotationState
 from keyrotor.core.timestamps import utcnow
@@ -48,11 +49,14 @@ def evidence_markdown(ctx: RotationContext, state: RotationState, last_used: Las
     if last_used.used_at is not None:
         used += f" by {last_used.service or '?'} in {last_used.region or '?'}"
     published = state.published_at.isoformat(timespec="seconds") if state.published_at else "?"
+    found = None if ctx.trail is None else rotation_consumers(ctx.trail, ctx.settings.trail_regions, state, last_used)
+    consumers = f"- consumers (CloudTrail): {found.describe()}\n" if found else ""
     return (
         f"### Deactivate the old access key of `{ctx.user_name}`?\n\n"
         f"- old key: `{state.old_key_id}`, {used}\n"
         f"- new key: `{state.new_key_id}`, published to `{ctx.records.kv.mount}/{ctx.records.paths.secret}` "
         f"at {published}\n"
+        f"{consumers}"
         f"- quiet period required: {format_duration(state.timings.quiet_period)}\n\n"
         "Choose **approve** to deactivate it now (it is deleted after the grace period), or **reject** to stop "
         "here with both keys active."

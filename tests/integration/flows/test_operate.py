@@ -55,6 +55,7 @@ def test_approval_gate_pauses_with_the_evidence_then_approve_from_the_command_li
         description = client.read_flow_run_input(UUID(run_id), keyset["description"])
     assert old in description and ("never used" in description or "last used" in description)
     assert description.count(old) == 1 and "quiet period required: 2s" in description
+    assert "- consumers (CloudTrail): no call with the old key seen" in description, description  # nothing used it
 
     # (Approve and reject through the UI's form: test_ui_browser.py.)
     answered = keyrotor_cli(stack_environ, "resume", user, "--approve", "--note", "checked the logs")
