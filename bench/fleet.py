@@ -1,19 +1,28 @@
 """Benchmark a fleet remediation that waits: N users with one old key each, quiet period W, grace period 0.
 
-Starts a local stack (moto, OpenBao, Prefect server on PostgreSQL) on free ports and ``keyrotor serve --limit C``
-as a newcomer would serve the deployments, seeds N users whose one key is 120 days old and was last used two days
-ago, runs ``keyrotor remediate --quiet-period W --grace-period 0s`` (which starts the rotations and returns), and
-samples the process table every second until every user is rotated. It prints:
+For each way of running the deployments (``--runners serve``, ``workers`` or ``both``, side by side in one run),
+it starts a local stack (moto, OpenBao, Prefect server on PostgreSQL) on free ports and then:
+
+* serve: ``keyrotor serve --limit C``, as a newcomer would serve the deployments;
+* workers: a process work pool ``keyrotor`` with concurrency limit C, ``prefect deploy --all`` from this checkout,
+  two ``prefect worker start --pool keyrotor`` (each in a folder of its own, with heartbeats on) and one
+  ``keyrotor waker``, as README's workers section says; once the first user is rotated (runs are working), one
+  worker is killed with ``kill -9`` together with its flow-run processes, as losing its machine would
+  (``--no-kill`` keeps both).
+
+It seeds N users whose one key is 120 days old and was last used two days ago, runs
+``keyrotor remediate --quiet-period W --grace-period 0s`` (which starts the rotations and returns), and samples the
+process table every second until every user is rotated. It prints, per way:
 
 * the makespan (from the remediate command to the last user rotated) beside W, and the target (<= 1.5 x W);
-* the most processes and threads ``keyrotor serve`` and its flow-run processes had alive while every rotation
-  was parked, and overall; their peak resident memory (summed over the process tree);
-* what a rotation cost: flow runs, flow-run processes started, and CPU seconds of keyrotor (serve and its
-  children) and of the Prefect server, per rotation.
+* the most processes and threads keyrotor's processes (serve, or the worker and the waker, and the flow-run
+  processes below them) had alive while every rotation was parked, and overall; their peak resident memory;
+* what a rotation cost: flow runs, flow-run processes started, and CPU seconds of keyrotor (those processes and
+  the remediate command) and of the Prefect server, per rotation.
 
-It exits 1 when a user is not rotated or the makespan misses 1.5 x W.
+It exits 1 when a user is not rotated or a makespan misses 1.5 x W.
 
-Run it with ``.venv/bin/python bench/fleet.py [--users 100] [--concurrency 4] [--quiet-period 600]``.
+Run it with ``.venv/bin/python bench/fleet.py [--users 100] [--concurrency 4] [--quiet-period 600] [--runners both]``.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -117,12 +127,58 @@ def serving(env: dict[str, str], limit: int, log: Path) -> Iterator[subprocess.P
         try:
             yield process
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def working(env: dict[str, str], limit: int, folder: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """A process work pool limited to ``limit``, the deployments deployed to it, two workers and one waker."""
+
+    def prefect(*args: str) -> None:
+        subprocess.run([str(BIN / "prefect"), *args], cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
+
+    prefect("work-pool", "create", "keyrotor", "--type", "process")
+    prefect("work-pool", "set-concurrency-limit", "keyrotor", str(limit))
+    prefect("--no-prompt", "deploy", "--all")
+    worker_env = env | {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
+    commands = {
+        "worker-a": [str(BIN / "prefect"), "worker", "start", "--pool", "keyrotor", "--name", "worker-a"],
+        "worker-b": [str(BIN / "prefect"), "worker", "start", "--pool", "keyrotor", "--name", "worker-b"],
+        "waker": [sys.executable, "-m", "keyrotor", "waker"],
+    }
+    processes = []
+    try:
+        for name, command in commands.items():
+            (folder / name).mkdir()
+            with (folder / f"{name}.log").open("wb") as out:
+                processes.append(subprocess.Popen(command, cwd=folder / name, env=worker_env, stdout=out, stderr=out))
+        yield processes
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                stop(process)
+
+
+def kill_tree(root: int) -> None:
+    """SIGKILL a process and everything below it."""
+    for pid in tree_of(root)[1]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
 
 
 def seed(endpoint: str, prefix: str, count: int) -> list[str]:
@@ -133,21 +189,21 @@ def seed(endpoint: str, prefix: str, count: int) -> list[str]:
     return list(seed_users(endpoint, [SeedUser(f"{prefix}{i:05d}", (old,)) for i in range(count)]))
 
 
-def wait_ready(api: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.objects import DeploymentStatus
+def wait_ready(api: str, processes: list[subprocess.Popen[bytes]], folder: Path) -> None:
+    """Until something polls for rotate-access-key's runs (serve, or a worker of its pool)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from keyrotor.adapters.prefect_api import served
+    from keyrotor.deployments.table import ROTATE
+
     deadline = time.monotonic() + 180
-    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"keyrotor serve exited:\n{log.read_text()[-3000:]}")
-            ready = [d for d in client.read_deployments() if d.status == DeploymentStatus.READY]
-            if any(d.name == "rotate-access-key" for d in ready):
-                return
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        while not served(ROTATE.full_name):
+            if any(process.poll() is not None for process in processes):
+                logs = "".join(log.read_text()[-2000:] for log in folder.glob("*.log"))
+                raise SystemExit(f"a runner exited:\n{logs}")
             if time.monotonic() > deadline:
-                raise SystemExit("keyrotor serve never served its deployments")
+                raise SystemExit("nothing ever served the deployments")
             time.sleep(1)
 
 
@@ -169,37 +225,61 @@ def run_costs(api: str, tag: str) -> tuple[int, int]:
     return len(runs), sum(run.run_count for run in runs)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=100)
-    parser.add_argument("--concurrency", type=int, default=4, help="keyrotor serve --limit")
-    parser.add_argument("--quiet-period", type=int, default=600, help="W, in seconds")
-    args = parser.parse_args()
+@dataclass
+class Result:
+    """What one way of running the deployments measured."""
 
+    runners: str
+    users: int
+    returned: float
+    makespan: float
+    rotated: int
+    samples: Samples
+    runs: int
+    processes_started: int
+    keyrotor_cpu: float
+    prefect_cpu: float
+    killed_after: float | None = None  # seconds after the remediate command, when a worker was killed
+
+
+@contextmanager
+def runners(how: str, env: dict[str, str], limit: int, folder: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The processes that run the deployments' flow runs and wake parked rotations."""
+    if how == "serve":
+        with serving(env, limit, folder / "serve.log") as serve:
+            yield [serve]
+    else:
+        with working(env, limit, folder) as processes:
+            yield processes
+
+
+def measure(how: str, users_wanted: int, limit: int, quiet: int, kill: bool) -> Result:
+    """One fleet on a fresh stack, its deployments run by ``how`` (serve or workers; ``kill``: one worker is
+    killed once the first user is rotated)."""
     from keyrotor.adapters.connections import Connections
     from keyrotor.core.model import Phase
     from keyrotor.settings import Settings
     from keyrotor.stack.services import LocalStack, StackPorts
 
-    quiet = args.quiet_period
-    with tempfile.TemporaryDirectory(prefix="keyrotor-fleet-bench-") as folder:
-        stack = LocalStack.start(Path(folder) / "stack", StackPorts(0, 0, 0))
+    with tempfile.TemporaryDirectory(prefix=f"keyrotor-fleet-bench-{how}-") as name:
+        folder = Path(name)
+        stack = LocalStack.start(folder / "stack", StackPorts(0, 0, 0))
         try:
             env = {
                 **os.environ,
                 **stack.env,
-                "PREFECT_HOME": str(Path(folder) / "client"),
+                "PREFECT_HOME": str(folder / "client"),
                 "PREFECT_LOGGING_LEVEL": "WARNING",
             }
             os.environ.update({k: v for k, v in env.items() if k.startswith(("AWS_", "VAULT_", "PREFECT_"))})
             prefix = "fleet-"
-            users = seed(stack.env["AWS_ENDPOINT_URL"], prefix, args.users)
+            users = seed(stack.env["AWS_ENDPOINT_URL"], prefix, users_wanted)
             api = stack.env["PREFECT_API_URL"]
-            log = Path(folder) / "serve.log"
-            with serving(env, args.concurrency, log) as serve:
-                wait_ready(api, serve, log)
+            with runners(how, env, limit, folder) as roots:
+                wait_ready(api, roots, folder)
                 prefect_pid = stack.services["prefect"].pid
-                prefect_cpu0, serve_cpu0 = cpu_seconds(prefect_pid), cpu_seconds(serve.pid)
+                prefect_cpu0 = cpu_seconds(prefect_pid)
+                roots_cpu0 = sum(cpu_seconds(root.pid) for root in roots)
                 started = time.monotonic()
                 command = [
                     sys.executable,
@@ -219,8 +299,7 @@ def main() -> int:
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 remediate_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
                 if done.returncode != 0:
-                    print(done.stderr[-3000:], file=sys.stderr)
-                    return 1
+                    raise SystemExit(f"keyrotor remediate failed ({how}):\n{done.stderr[-3000:]}")
                 report = json.loads(done.stdout)
                 returned = time.monotonic() - started
                 tag = next(t for t in _tags(api, report) if t.startswith("remediation:"))
@@ -231,6 +310,8 @@ def main() -> int:
                 next_poll = 0.0
                 all_parked_at: float | None = None
                 first_due = datetime.max.replace(tzinfo=UTC)
+                killed_after: float | None = None
+                killed_cpu = 0.0
                 while len(finished) < len(users):
                     now = time.monotonic()
                     if now >= next_poll:
@@ -243,7 +324,8 @@ def main() -> int:
                                 finished[user] = now - started
                         next_poll = now + max(5, len(users) / 100)  # reading every record costs CPU too
                         print(
-                            f"  {now - started:6.0f}s: {len(finished)}/{len(users)} rotated, {parked_seen} parked",
+                            f"  {how} {now - started:6.0f}s: {len(finished)}/{len(users)} rotated, "
+                            f"{parked_seen} parked",
                             file=sys.stderr,
                         )
                     if all_parked_at is None and not finished and parked_seen == len(users):
@@ -257,43 +339,97 @@ def main() -> int:
                         and now > all_parked_at + 15
                         and datetime.now(UTC) < first_due - timedelta(seconds=5)
                     )
-                    tree, members = tree_of(serve.pid)
+                    if kill and how == "workers" and finished and killed_after is None:
+                        victim = roots[0]
+                        killed_cpu = cpu_seconds(victim.pid)  # its flow runs' CPU dies with them, uncounted
+                        kill_tree(victim.pid)
+                        victim.wait()
+                        killed_after = now - started
+                        print(f"  killed worker-a and its flow runs after {killed_after:.0f}s", file=sys.stderr)
+                    tree, members = Tree(), []
+                    for root in roots:
+                        if root.poll() is not None:
+                            continue
+                        part, below = tree_of(root.pid)
+                        tree = Tree(
+                            tree.processes + part.processes, tree.threads + part.threads, tree.rss_mib + part.rss_mib
+                        )
+                        members += below
                     samples.add(tree, members, parked=waiting)
                     if now - started > quiet * 6 + 3600:
                         print("gave up: not every user was rotated", file=sys.stderr)
                         break
                     time.sleep(1)
-                makespan = max(finished.values()) if finished else float("nan")
-                serve_cpu = cpu_seconds(serve.pid) - serve_cpu0
+                roots_cpu = sum(cpu_seconds(r.pid) for r in roots if r.poll() is None) + killed_cpu - roots_cpu0
                 prefect_cpu = cpu_seconds(prefect_pid) - prefect_cpu0
                 runs, _ = run_costs(api, tag)
         finally:
             stack.stop(purge=True)
-    n = len(users)
-    ok = len(finished) == n and makespan <= 1.5 * quiet
-    print(f"users {n}, runner limit {args.concurrency}, quiet period W {quiet}s")
-    print(
-        f"remediate returned after {returned:.1f}s; every user rotated after {makespan:.1f}s = {makespan / quiet:.2f} W"
-        f" (target <= 1.5 W: {'met' if ok else 'MISSED'}); rotated {len(finished)}/{n}"
+    return Result(
+        runners=how,
+        users=len(users),
+        returned=returned,
+        makespan=max(finished.values()) if len(finished) == len(users) else float("nan"),
+        rotated=len(finished),
+        samples=samples,
+        runs=runs,
+        processes_started=len(samples.pids) - len(roots),  # every process seen below the roots, sampled each second
+        keyrotor_cpu=roots_cpu + remediate_cpu,
+        prefect_cpu=prefect_cpu,
+        killed_after=killed_after,
     )
-    if samples.parked_samples:
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=4, help="keyrotor serve --limit, or the pool's limit")
+    parser.add_argument("--quiet-period", type=int, default=600, help="W, in seconds")
+    parser.add_argument("--runners", choices=("serve", "workers", "both"), default="both")
+    parser.add_argument("--no-kill", action="store_true", help="workers: kill no worker")
+    args = parser.parse_args()
+    quiet = args.quiet_period
+    ways = ("serve", "workers") if args.runners == "both" else (args.runners,)
+    results = [measure(how, args.users, args.concurrency, quiet, kill=not args.no_kill) for how in ways]
+
+    print(f"users {args.users}, at most {args.concurrency} flow runs at once, quiet period W {quiet}s")
+    ok = True
+    for r in results:
+        met = r.rotated == r.users and r.makespan <= 1.5 * quiet
+        ok &= met
+        parked = r.samples.most_while_parked
+        if r.killed_after is not None:
+            print(
+                f"{r.runners:>7}: one of two workers killed (kill -9, with its flow runs) after {r.killed_after:.0f}s"
+            )
         print(
-            f"while all were parked ({samples.parked_samples} samples): at most "
-            f"{samples.most_while_parked.processes} processes, {samples.most_while_parked.threads} threads, "
-            f"{samples.most_while_parked.rss_mib:.0f} MiB (keyrotor serve and its flow runs)"
+            f"{r.runners:>7}: remediate returned after {r.returned:.1f}s; every user rotated after "
+            f"{r.makespan:.1f}s = {r.makespan / quiet:.2f} W (target <= 1.5 W: {'met' if met else 'MISSED'}); "
+            f"rotated {r.rotated}/{r.users}"
         )
-    else:
-        print("the first rotations were woken before the last ones parked: no sample with every rotation parked")
-    print(
-        f"overall: at most {samples.most.processes} processes, {samples.most.threads} threads; "
-        f"peak RSS {samples.peak_rss_mib:.0f} MiB"
-    )
-    started_processes = len(samples.pids) - 1  # every process seen below keyrotor serve (sampled each second)
-    print(
-        f"per rotation: {runs / n:.2f} flow runs, {started_processes / n:.2f} flow-run processes started, "
-        f"{(serve_cpu + remediate_cpu) / n:.2f} CPU s keyrotor (serve, its flow runs and the remediate command), "
-        f"{prefect_cpu / n:.2f} CPU s Prefect server"
-    )
+        if r.samples.parked_samples:
+            print(
+                f"         while all were parked ({r.samples.parked_samples} samples): at most {parked.processes} "
+                f"processes, {parked.threads} threads, {parked.rss_mib:.0f} MiB"
+            )
+        else:
+            print("         the first rotations were woken before the last ones parked: no sample with all parked")
+        print(
+            f"         overall: at most {r.samples.most.processes} processes, {r.samples.most.threads} threads; "
+            f"peak RSS {r.samples.peak_rss_mib:.0f} MiB"
+        )
+        print(
+            f"         per rotation: {r.runs / r.users:.2f} flow runs, {r.processes_started / r.users:.2f} flow-run "
+            f"processes started, {r.keyrotor_cpu / r.users:.2f} CPU s keyrotor (runners, their flow runs and the "
+            f"remediate command), {r.prefect_cpu / r.users:.2f} CPU s Prefect server"
+        )
+    if len(results) == 2:
+        serve, workers = results
+        print(
+            f"workers / serve: makespan {workers.makespan / serve.makespan:.2f}x, keyrotor CPU per rotation "
+            f"{workers.keyrotor_cpu / serve.keyrotor_cpu:.2f}x, peak RSS "
+            f"{workers.samples.peak_rss_mib / serve.samples.peak_rss_mib:.2f}x"
+        )
     return 0 if ok else 1
 
 
