@@ -37,7 +37,8 @@ class RotationContext:
     lease: LeaseGuard | None = None
     trail: TrailGateway | None = None  # who used a key (CloudTrail), for what a stuck rotation tells a person
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False)  # every wait and retry sleeps here
-    on_saved: Callable[[RotationContext, RotationState], None] | None = field(default=None, repr=False)
+    # After every save: publish the view, send a notice; it may save again, and returns the state as now saved.
+    on_saved: Callable[[RotationContext, RotationState], RotationState] | None = field(default=None, repr=False)
 
     def save(self, state: RotationState) -> RotationState:
         """Persist ``state`` (check-and-set), after making sure this run still holds the lease."""
@@ -46,7 +47,7 @@ class RotationContext:
         saved = self.records.save_state(replace(state, last_flow_run_id=self.flow_run_id), self.actor)
         failpoint(f"saved-{saved.phase.value}", self.user_name)
         if self.on_saved is not None:
-            self.on_saved(self, saved)
+            saved = self.on_saved(self, saved)
         return saved
 
     def holding(self, lease: LeaseGuard | None) -> RotationContext:

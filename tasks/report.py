@@ -19,6 +19,7 @@ from keyrotor.core.model import LeaseData, RotationState, Wait
 from keyrotor.core.naming import user_tags
 from keyrotor.core.timestamps import utcnow
 from keyrotor.tasks.context import RotationContext
+from keyrotor.tasks.notify import notify
 
 #: The lease as a run that holds it sees it: the view then says a run is working on the rotation.
 _HELD = LeaseData(owner="this run", expires_at=None)
@@ -49,5 +50,11 @@ def show(ctx: RotationContext, state: RotationState, *, working: bool, wait: Wai
 
 
 def following(ctx: RotationContext) -> RotationContext:
-    """``ctx``, publishing the rotation's view after every state it saves."""
-    return replace(ctx, on_saved=lambda saver, state: show(saver, state, working=saver.lease is not None))
+    """``ctx``, publishing the rotation's view after every state it saves, and sending the notice a state calls
+    for (once per rotation)."""
+
+    def after_save(saver: RotationContext, state: RotationState) -> RotationState:
+        show(saver, state, working=saver.lease is not None)
+        return notify(saver, state)
+
+    return replace(ctx, on_saved=after_save)

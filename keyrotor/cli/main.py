@@ -10,6 +10,7 @@ import typer
 
 from keyrotor.cli import audit, remediation, rotation
 from keyrotor.cli.common import out
+from keyrotor.cli.notifications import notifications_app
 from keyrotor.stack.cli import stack_app
 
 # Without PREFECT_API_URL, Prefect starts a temporary local server; its first start (database migrations)
@@ -32,6 +33,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+app.add_typer(notifications_app, name="notifications")
 app.add_typer(stack_app, name="stack", help="Start, stop and inspect the local stack (moto IAM/STS, OpenBao, Prefect).")
 
 

@@ -226,6 +226,7 @@ class RotationState:
     updated_at: datetime | None = None
     updated_by: str | None = None
     last_flow_run_id: str | None = None
+    notified: tuple[str, ...] = ()  # the notices sent about this rotation (keyrotor.core.notices), each sent once
     write_id: str | None = None  # unique per write: a writer recognises its own write after an answer lost
     version: int = field(default=0, compare=False)
 
