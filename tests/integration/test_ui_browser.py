@@ -189,6 +189,7 @@ def answer_in_the_ui(page: Page, base: str, run_id: str, answer: Answer, note: s
     type_into(form_field(page, dialog, "Answered By"), who)
     screenshot(page, f"ui-approval-{answer.value}.png")
     dialog.get_by_role("button", name="Submit", exact=True).click()
+    dialog.wait_for(state="hidden")  # the answer is sent: leaving the page earlier can cancel it
 
 
 def idle(page: Page) -> None:
