@@ -45,19 +45,15 @@ def baseline(prefix: str, concurrency: int) -> int:
     from keyrotor.adapters.connections import Connections, whoami
     from keyrotor.adapters.credential_report import run_audit
     from keyrotor.audit.settings import AuditSettings
+    from keyrotor.core.inputs import RotationRequest
     from keyrotor.remediation.survey import plan_fleet
     from keyrotor.settings import Settings
     from keyrotor.tasks.context import RotationContext
-    from keyrotor.tasks.keys import (
-        check_old_key,
-        create_new_key,
-        deactivate_old_key,
-        delete_deactivated_key,
-        verify_new_key,
-    )
-    from keyrotor.tasks.lease import Lease
+    from keyrotor.tasks.keys import create_new_key, deactivate_old_key, delete_deactivated_key, verify_new_key
+    from keyrotor.tasks.lease import rotation_lease
     from keyrotor.tasks.preflight import start_rotation
     from keyrotor.tasks.vault import publish_new_key
+    from keyrotor.tasks.wait import Watch, look_at
 
     settings = Settings()
     audit_settings = AuditSettings.load()
@@ -77,16 +73,13 @@ def baseline(prefix: str, concurrency: int) -> int:
             settings,
             whoami(),
         )
-        lease = Lease(ctx.records, holder=ctx.actor, ttl=settings.lease_ttl)
-        lease.acquire()
-        ctx = ctx.holding(lease)
-        try:
-            state = start_rotation.fn(ctx, settings.timings, False)
-            state = publish_new_key.fn(ctx, verify_new_key.fn(ctx, create_new_key.fn(ctx, state)))
-            check_old_key(ctx, state)
-            state = delete_deactivated_key.fn(ctx, deactivate_old_key.fn(ctx, state))
-        finally:
-            lease.release()
+        timings = RotationRequest.timing_values(settings.timings, accept_unsafe_quiet_period=True)
+        request = RotationRequest(user_name=user, **timings)
+        with rotation_lease(ctx) as leased:
+            state = start_rotation.fn(leased, request)
+            state = publish_new_key.fn(leased, verify_new_key.fn(leased, create_new_key.fn(leased, state)))
+            look_at(leased, state, Watch.old_key(state))  # the one look a zero quiet period needs
+            state = delete_deactivated_key.fn(leased, deactivate_old_key.fn(leased, state))
         return state.phase.value
 
     with disable_run_logger(), ThreadPoolExecutor(max_workers=concurrency) as pool:

@@ -147,11 +147,6 @@ class Settings(BaseSettings):
         description="Regions whose CloudTrail is read for a key's consumers, besides the region it was last used in "
         "(comma-separated); AWS records IAM and global STS calls in us-east-1.",
     )
-    owner_tag: str = Field(
-        default="owner",
-        max_length=128,
-        description="The IAM user tag naming who owns a user's keys: notices about its rotations carry it.",
-    )
     owner_fallback: str = Field(
         default="", max_length=256, description="Who notices name as the owner of a user without the owner tag."
     )

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from prefect import get_run_logger
 
-from keyrotor.adapters.notifications import emit, owner_tag
+from keyrotor.adapters.notifications import emit, wanted
 from keyrotor.control.consumers import rotation_consumers
 from keyrotor.core.errors import KeyrotorError
 from keyrotor.core.model import RotationState
@@ -26,8 +26,10 @@ def notify(ctx: RotationContext, state: RotationState) -> RotationState:
     if notice is None or notice.value in state.notified:
         return state
     try:
-        tag = owner_tag(ctx.settings.owner_tag)
-        owner = ctx.iam.user_tags(ctx.user_name).get(tag) or ctx.settings.owner_fallback
+        asked = wanted()
+        if asked is None or notice.value not in asked.notices:
+            return state  # nobody asked for it: no event, no call
+        owner = ctx.iam.user_tags(ctx.user_name).get(asked.owner_tag) or ctx.settings.owner_fallback
         event = notice_event(
             notice,
             state,

@@ -28,8 +28,9 @@ from keyrotor.core.durations import format_duration
 from keyrotor.core.notices import NEEDS_PERSON, Notice, NoticeEvent
 
 BLOCK = "keyrotor-notifications"
-#: A Prefect variable naming the IAM user tag that says who owns a user (``notifications apply --owner-tag``).
-OWNER_TAG_VARIABLE = "keyrotor_owner_tag"
+#: The Prefect variable ``notifications apply`` sets: which notices are wanted, and the IAM user tag naming the
+#: owner. Without it, rotations send no events at all (and pay none of their calls).
+WANTED_VARIABLE = "keyrotor_notifications"
 PREFIX = "keyrotor notify: "
 ROTATIONS = ResourceSpecification({"prefect.resource.id": ["keyrotor.rotation.*"]})
 SUBJECT = "keyrotor: {{ event.payload.what | truncate(120) }}"
@@ -43,22 +44,35 @@ BODY = (
 ANSWERED = {Notice.APPROVED, Notice.REJECTED, Notice.ROLLED_BACK, Notice.FAILED, Notice.COMPLETED}
 
 
-def owner_tag(default: str) -> str:
-    """The owner tag set by ``keyrotor notifications apply`` on this server, else ``default`` (the setting); read
-    at most once a minute per process (a fleet sends notices by the thousand)."""
+@dataclass(frozen=True)
+class Wanted:
+    """What ``notifications apply`` asked for on this server: the notices to send, and the owner's tag."""
+
+    notices: frozenset[str]
+    owner_tag: str
+
+
+def wanted() -> Wanted | None:
+    """The notices wanted on this Prefect server (None: none); read at most once a minute per process, so a fleet
+    does not ask for every rotation, and a server without notifications costs a rotation nothing."""
     from prefect.settings import PREFECT_API_URL
     from prefect.variables import Variable
 
     server = str(PREFECT_API_URL.value() or "")
-    cached = _OWNER_TAGS.get(server)
+    if not server:
+        return None  # Prefect's temporary server: nobody could receive a message
+    cached = _WANTED.get(server)
     if cached is None or time.monotonic() - cached[0] > 60:
-        with prefect_call("read the owner tag variable"):
-            value = Variable.get(OWNER_TAG_VARIABLE, default=None)
-        cached = _OWNER_TAGS[server] = (time.monotonic(), value if isinstance(value, str) else "")
-    return cached[1] or default
+        with prefect_call("read which notices are wanted"):
+            value = Variable.get(WANTED_VARIABLE, default=None)
+        found = None
+        if isinstance(value, dict) and isinstance(value.get("notices"), list):
+            found = Wanted(frozenset(map(str, value["notices"])), str(value.get("owner_tag") or "owner"))
+        cached = _WANTED[server] = (time.monotonic(), found)
+    return cached[1]
 
 
-_OWNER_TAGS: dict[str, tuple[float, str]] = {}
+_WANTED: dict[str, tuple[float, Wanted | None]] = {}
 
 
 def emit(notice: NoticeEvent) -> None:
@@ -144,7 +158,9 @@ def apply(channel: Channel, also: frozenset[Notice], remind_after: timedelta | N
     from prefect.variables import Variable
 
     with prefect_call("save the notification block and the owner tag"):
-        Variable.set(OWNER_TAG_VARIABLE, tag, overwrite=True)
+        sent = {n.value for n in (*NEEDS_PERSON, *also, *(ANSWERED if remind_after is not None else ()))}
+        Variable.set(WANTED_VARIABLE, {"notices": sorted(sent), "owner_tag": tag}, overwrite=True)
+        _WANTED.clear()
         block_id = channel.block().save(BLOCK, overwrite=True)  # sync here: the id, not a coroutine
     assert isinstance(block_id, UUID)
     wanted = automations(block_id, also, remind_after)
@@ -175,8 +191,9 @@ def remove_all() -> list[str]:
 
     removed = remove(PREFIX)
     with prefect_call("remove the notification block"), get_client(sync_client=True) as client:
-        if Variable.unset(OWNER_TAG_VARIABLE):
-            removed.append(f"variable {OWNER_TAG_VARIABLE}")
+        if Variable.unset(WANTED_VARIABLE):
+            removed.append(f"variable {WANTED_VARIABLE}")
+        _WANTED.clear()
         for slug in ("custom-webhook", "slack-webhook", "ms-teams-webhook"):
             try:
                 document = client.read_block_document_by_name(BLOCK, slug)

@@ -106,7 +106,7 @@ def _planned(also: frozenset[Notice], remind: timedelta | None) -> list[str]:
 
 @notifications_app.command()
 def remove(as_json: Annotated[bool, typer.Option("--json", help=JSON)] = False) -> None:
-    """Take away the notification automations, the block and the owner tag variable."""
+    """Take away the notification automations, the block and the variable saying what is wanted."""
     from keyrotor.adapters.notifications import remove_all
 
     try:

@@ -9,9 +9,10 @@ from dataclasses import replace
 import pytest
 from prefect.logging import disable_run_logger
 
+from keyrotor.adapters.notifications import Wanted
 from keyrotor.core.errors import PrefectUnavailable
 from keyrotor.core.model import Phase
-from keyrotor.core.notices import NoticeEvent
+from keyrotor.core.notices import Notice, NoticeEvent
 from keyrotor.tasks import notify as notify_module
 from keyrotor.tasks.notify import notify
 from tests.unit.fakes import FakeIam, FakeKV
@@ -24,11 +25,14 @@ def _no_run_logger() -> Iterator[None]:
         yield
 
 
+EVERY = Wanted(frozenset(notice.value for notice in Notice), "owner")
+
+
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[NoticeEvent]:
     events: list[NoticeEvent] = []
     monkeypatch.setattr(notify_module, "emit", events.append)
-    monkeypatch.setattr(notify_module, "owner_tag", lambda default: default)
+    monkeypatch.setattr(notify_module, "wanted", lambda: EVERY)
     return events
 
 
@@ -56,9 +60,26 @@ def test_a_notice_that_cannot_be_sent_never_stops_the_rotation(monkeypatch: pyte
         raise PrefectUnavailable("the Prefect server did not answer")
 
     monkeypatch.setattr(notify_module, "emit", down)
-    monkeypatch.setattr(notify_module, "owner_tag", lambda default: default)
+    monkeypatch.setattr(notify_module, "wanted", lambda: EVERY)
     iam, kv = FakeIam(), FakeKV()
     (old,) = iam.add_user("alice")
     ctx = context(iam, kv)
     published = ctx.save(replace(started(ctx, old), phase=Phase.PUBLISHED))
     assert notify(ctx, published) is published  # not recorded as sent: the next save tries again
+
+
+def test_without_notifications_applied_nothing_is_sent_and_nothing_is_called(
+    monkeypatch: pytest.MonkeyPatch, sent: list[NoticeEvent]
+) -> None:
+    iam, kv = FakeIam(), FakeKV()
+    (old,) = iam.add_user("alice")
+    ctx = context(iam, kv)
+    published = ctx.save(replace(started(ctx, old), phase=Phase.PUBLISHED))
+    monkeypatch.setattr(notify_module, "wanted", lambda: None)
+    assert notify(ctx, published) is published and sent == []
+    only_stuck = Wanted(frozenset({"stopped-at-deadline"}), "team")
+    monkeypatch.setattr(notify_module, "wanted", lambda: only_stuck)
+    assert notify(ctx, published) is published and sent == [], "published was not asked for"
+    iam.tags["alice"] = {"team": "payments"}
+    stuck = notify(ctx, ctx.save(replace(published, halted="still in use")))
+    assert [e.payload["owner"] for e in sent] == ["payments"] and stuck.notified == ("stopped-at-deadline",)
