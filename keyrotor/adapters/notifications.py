@@ -108,13 +108,15 @@ def automations(block_id: UUID, also: frozenset[Notice], remind_after: timedelta
     """The automations that send messages: every notice that needs a person, the ``also`` ones, and one reminder
     of an approval left waiting ``remind_after``."""
 
-    def send(name: str, events: set[str], description: str, **trigger: object) -> AutomationCore:
+    def send(
+        name: str, events: set[str], description: str, subject: str = SUBJECT, **trigger: object
+    ) -> AutomationCore:
         return AutomationCore(
             name=f"{PREFIX}{name}",
             description=description,
             tags=[TAG],
             trigger=EventTrigger(expect=events, match=ROTATIONS, **trigger),  # type: ignore[arg-type]
-            actions=[SendNotification(block_document_id=block_id, subject=SUBJECT, body=BODY)],
+            actions=[SendNotification(block_document_id=block_id, subject=subject, body=BODY)],
         )
 
     kept = [
@@ -142,6 +144,8 @@ def automations(block_id: UUID, also: frozenset[Notice], remind_after: timedelta
                 "an approval is still waiting",
                 {notice.event for notice in ANSWERED},
                 f"One reminder when an approval has waited {format_duration(remind_after)} without an answer.",
+                subject=f"keyrotor reminder, no answer for {format_duration(remind_after)}: "
+                "{{ event.payload.what | truncate(100) }}",
                 after={Notice.AWAITING_APPROVAL.event},
                 for_each={"prefect.resource.id"},
                 posture=Posture.Proactive,

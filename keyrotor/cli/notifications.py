@@ -72,6 +72,8 @@ def apply(
             remind = parse_duration(remind_after)
         except ValueError as error:
             raise ConfigurationError(f"--remind-after: {error}") from None
+        if timedelta(0) < remind < timedelta(seconds=10):
+            raise ConfigurationError("--remind-after: at least 10s (Prefect's shortest proactive trigger), or 0s")
         if not owner_tag.strip():
             raise ConfigurationError("--owner-tag: give a tag key, e.g. owner")
         extra = frozenset(Notice(value) for value in also or ())
