@@ -8,6 +8,7 @@ rotation's record, or the error it was refused with, by type.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -419,10 +420,11 @@ def consumers(
             out.print("  no call seen")
             continue
         table = Table("address", "program", "calls", "first seen", "last seen", "count")
-        for consumer in use.consumers.consumers:  # --json has the whole user agent
+        seen = Counter((c.source_ip, c.program) for c in use.consumers.consumers)
+        for consumer in use.consumers.consumers:  # --json has the whole user agent; shown here when needed
             table.add_row(
                 consumer.source_ip,
-                consumer.program,
+                consumer.user_agent if seen[(consumer.source_ip, consumer.program)] > 1 else consumer.program,
                 ", ".join(consumer.calls),
                 f"{consumer.first_seen:%Y-%m-%d %H:%M:%S}",
                 f"{consumer.last_seen:%Y-%m-%d %H:%M:%S}",
