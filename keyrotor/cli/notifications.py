@@ -41,7 +41,10 @@ def apply(
     ] = "owner",
     also: Annotated[
         list[str] | None,
-        typer.Option(metavar="EVENT", help=f"Also send a message when a rotation is one of: {', '.join(ALSO)}."),
+        typer.Option(
+            metavar="EVENT",
+            help=f"Also send a message when a rotation is {', '.join(ALSO)} (repeat, or comma-separated).",
+        ),
     ] = None,
     remind_after: Annotated[
         str, typer.Option(metavar="DURATION", help="Remind once of an approval left waiting this long; 0s: never.")
@@ -65,7 +68,8 @@ def apply(
         ]
         if len(chosen) != 1:
             raise ConfigurationError("give exactly one of --slack-webhook, --teams-webhook, --webhook")
-        unknown = sorted(set(also or ()) - set(ALSO))
+        asked = [value.strip() for item in also or () for value in item.split(",") if value.strip()]
+        unknown = sorted(set(asked) - set(ALSO))
         if unknown:
             raise ConfigurationError(f"--also: {', '.join(unknown)} is not one of {', '.join(ALSO)}")
         try:
@@ -76,7 +80,7 @@ def apply(
             raise ConfigurationError("--remind-after: at least 10s (Prefect's shortest proactive trigger), or 0s")
         if not owner_tag.strip():
             raise ConfigurationError("--owner-tag: give a tag key, e.g. owner")
-        extra = frozenset(Notice(value) for value in also or ())
+        extra = frozenset(Notice(value) for value in asked)
         reminder = remind if remind.total_seconds() > 0 else None
         if dry_run:
             shown = _planned(extra, reminder)
