@@ -11,6 +11,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 #: The environment a keyrotor command reads (the rest of the test process's environment is left as it is).
 OWN_PREFIXES = ("AWS_", "VAULT_", "KEYROTOR_", "BAO_", "COLUMNS")
@@ -57,3 +61,16 @@ def stop_process(process: subprocess.Popen[str] | subprocess.Popen[bytes], grace
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=30)
+
+
+@contextmanager
+def loopback_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """An HTTP server on a free loopback port answering with ``handler`` in a thread; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -4,7 +4,7 @@ account and a Prefect API for in-process runs."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol
 
 import typer
 from rich.console import Console
@@ -45,6 +45,20 @@ LOCAL = (
 )
 WAIT = "With a served deployment: follow the rotation to its end instead of returning once the new key is published."
 AccountOption = Annotated[str | None, typer.Option("--account", metavar="ID", help=ACCOUNT)]
+
+
+class Reported(Protocol):
+    """A command's result that scripts read: ``to_json`` is what ``--json`` prints."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+def printed_json(report: Reported, as_json: bool) -> bool:
+    """With ``--json``: print ``report`` as one JSON object on stdout and return True (the command prints nothing
+    else); without it, return False."""
+    if as_json:
+        print(json.dumps(report.to_json(), default=str))
+    return as_json
 
 
 def fail(error: KeyrotorError, as_json: bool) -> NoReturn:

@@ -19,6 +19,7 @@ from keyrotor.cli.common import (
     err,
     fail,
     out,
+    printed_json,
     start_prefect,
 )
 from keyrotor.core.errors import KeyrotorError
@@ -113,7 +114,7 @@ def remediate(
 
             pairs = [(acct, e.user) for acct, result in audited.results.items() for e in result.exempt]
             report = RemediationReport(plans, pairs, dict(sorted(audited.failures.items())), dry_run=True)
-            print(json.dumps(report.to_json(), default=str))
+            printed_json(report, as_json)
         if audited.failures:
             raise typer.Exit(1)
         return

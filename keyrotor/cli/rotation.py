@@ -31,6 +31,7 @@ from keyrotor.cli.common import (
     err,
     fail,
     out,
+    printed_json,
     settings_api_url,
     start_prefect,
 )
@@ -330,9 +331,7 @@ def status(
         report = user_status(connections_for(account, f"status-{user}"), user)
     except KeyrotorError as error:
         fail(error, as_json)
-        return
-    if as_json:
-        print(json.dumps(report.to_json(), default=str))
+    if printed_json(report, as_json):
         return
     out.print(
         f"[bold]{report.user}[/] in account {report.account_id}; Vault {report.secret_path} "
@@ -403,9 +402,7 @@ def consumers(
         report = user_consumers(connections_for(account, f"consumers-{user}"), user, window, key)
     except KeyrotorError as error:
         fail(error, as_json)
-        return
-    if as_json:
-        print(json.dumps(report.to_json(), default=str))
+    if printed_json(report, as_json):
         return
     out.print(f"[bold]{report.user}[/] in account {report.account_id}: consumers since {report.since.isoformat()}")
     for use in report.keys:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from keyrotor.adapters.connections import Connections
 from keyrotor.adapters.notifications import PREFIX
 from keyrotor.stack.simulated_apps import SimulatedApp
-from tests.helpers import keyrotor_cli, keyrotor_process
+from tests.helpers import keyrotor_cli, keyrotor_process, loopback_http
 from tests.integration.support import active_keys, run_state, schedule_rotation, wait_for
 
 pytestmark = pytest.mark.integration
@@ -42,13 +41,8 @@ def receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         def log_message(self, *args: Any) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/hook", received
-    finally:
-        server.shutdown()
+    with loopback_http(Handler) as url:
+        yield f"{url}/hook", received
 
 
 def automation_ids(env: dict[str, str]) -> list[str]:

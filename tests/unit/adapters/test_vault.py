@@ -3,15 +3,15 @@ number of attempts, so a loaded machine (each failed attempt taking seconds) sti
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from keyrotor.adapters.vault import MIN_ATTEMPTS, VaultKV, make_client
+from tests.helpers import loopback_http
 
 
 class SlowlyFailingVault(BaseHTTPRequestHandler):
@@ -43,14 +43,8 @@ class SlowlyFailingVault(BaseHTTPRequestHandler):
 @pytest.fixture
 def vault() -> Iterator[tuple[str, type[SlowlyFailingVault]]]:
     handler = type("Handler", (SlowlyFailingVault,), {"failures": 0, "delay": 0.0, "seen": 0})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_http(handler) as url:
+        yield url, handler
 
 
 def test_slow_failures_still_get_several_attempts_within_a_short_budget(

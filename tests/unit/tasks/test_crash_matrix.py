@@ -115,8 +115,12 @@ def roll_back(ctx: RotationContext, now: bool = True) -> RotationState:
     return state
 
 
-def crash_at(point: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def crash_at(point: str, monkeypatch: pytest.MonkeyPatch, run: Callable[[], object]) -> None:
+    """Run ``run`` with the failpoint ``point`` set: it must die there, as a killed process would; then clear it."""
     monkeypatch.setenv(failpoints.ENV, point)
+    with pytest.raises(Crash):
+        run()
+    monkeypatch.delenv(failpoints.ENV)
 
 
 @pytest.mark.parametrize("point", ROTATION_POINTS)
@@ -124,10 +128,7 @@ def test_a_rotation_killed_at_any_step_ends_the_same_when_run_again(
     point: str, account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     old = account.iam.list_keys("alice")[0].key_id
-    crash_at(point, monkeypatch)
-    with pytest.raises(Crash):
-        rotate(account.ctx)
-    monkeypatch.delenv(failpoints.ENV)
+    crash_at(point, monkeypatch, lambda: rotate(account.ctx))
     ended = rotate(account.ctx) if point != "saved-completed" else account.ctx.records.load_state()
     assert ended is not None and ended.phase is Phase.COMPLETED
     keys = account.iam.list_keys("alice")
@@ -145,10 +146,7 @@ def test_a_rollback_killed_at_any_step_ends_the_same_when_run_again(
     old = account.iam.list_keys("alice")[0].key_id
     request = RotationRequest.parse({"user_name": "alice", "quiet_period": "1s", "grace_period": "0s"})
     state = introduce_new_key.fn(account.ctx, start_rotation.fn(account.ctx, request))  # published: apps moved
-    crash_at(point, monkeypatch)
-    with pytest.raises(Crash):
-        roll_back(account.ctx)
-    monkeypatch.delenv(failpoints.ENV)
+    crash_at(point, monkeypatch, lambda: roll_back(account.ctx))
     ended = roll_back(account.ctx)
     assert ended.phase is Phase.ROLLED_BACK and ended.rollback is not None
     assert ended.rollback.new_key_deactivated_at is not None and ended.rollback.new_key_deleted_at is not None
@@ -166,10 +164,7 @@ def test_a_rotation_killed_before_its_publish_rolls_back_without_waiting(
 ) -> None:
     """No application ever read the new key: the rollback needs no quiet period before it deactivates it."""
     old = account.iam.list_keys("alice")[0].key_id
-    crash_at(point, monkeypatch)
-    with pytest.raises(Crash):
-        rotate(account.ctx)
-    monkeypatch.delenv(failpoints.ENV)
+    crash_at(point, monkeypatch, lambda: rotate(account.ctx))
     recorded = account.ctx.records.load_state()
     assert recorded is not None and recorded.new_key_id is not None
     assert not new_key_needs_wait(account.ctx, start_rollback.fn(account.ctx, recorded, False))
